@@ -1,0 +1,43 @@
+"""Probes for what a test needs from the machine; each returns None when present."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+
+def missing_capability(name: str) -> str | None:
+    return _PROBES[name]()
+
+
+def _root() -> str | None:
+    return None if os.geteuid() == 0 else "not running as root"
+
+
+def _netns() -> str | None:
+    if _root():
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    probe = subprocess.run(
+        ["unshare", "--net", "true"], capture_output=True, text=True, check=False
+    )
+    return None if probe.returncode == 0 else f"cannot create a network namespace: {probe.stderr}"
+
+
+def _qemu() -> str | None:
+    for tool in ("qemu-system-x86_64", "qemu-img"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def _ceph() -> str | None:
+    for tool in ("ceph-mon", "ceph-osd", "ceph-mgr"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+_PROBES = {"root": _root, "netns": _netns, "qemu": _qemu, "ceph": _ceph}

@@ -1,0 +1,133 @@
+"""Configuration: one msgspec Struct decoded from TOML plus ``UCLOUD_*`` overrides.
+
+Built once in ``main`` and passed down; nothing else reads the environment for settings.
+
+Overrides: ``UCLOUD_<SECTION>__<KEY>=value`` sets ``[section] key`` and ``UCLOUD_<KEY>``
+sets a top-level key. Values are read as TOML values (``3``, ``true``, ``["a"]``) and
+otherwise taken as strings. Variables that name no key are left alone unless they use the
+``__`` form, which must name a real key (client variables such as ``UCLOUD_URL`` share the
+prefix).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from ucloud.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/ucloud/ucloud.toml")
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class NatsConfig(_Section):
+    url: str = "nats://127.0.0.1:4222"
+    stream: str = "UCLOUD_EVENTS"
+    subject_root: str = "ucloud.evt"
+    replicas: int = 1
+    duplicate_window_s: float = 120.0
+
+
+class EtcdConfig(_Section):
+    endpoints: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:2379"])
+    prefix: str = "/ucloud/v1/"
+
+
+class GatewayConfig(_Section):
+    listen: str = "[::1]:8080"
+    token_lifetime_s: int = 3600
+    token_key_file: str = ""
+    max_request_bytes: int = 1 << 20
+
+
+class SchedulerConfig(_Section):
+    policy: Literal["pack", "spread"] = "spread"
+
+
+class ConsumerConfig(_Section):
+    batch: int = 64
+    ack_wait_s: float = 30.0
+    max_deliver: int = 10
+    backoff_s: list[float] = msgspec.field(default_factory=lambda: [1.0, 5.0, 30.0])
+
+
+class Config(_Section):
+    data_dir: str = "/var/lib/ucloud"
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    etcd: EtcdConfig = msgspec.field(default_factory=EtcdConfig)
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
+
+
+def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (if any), apply overrides, and decode; ConfigError names the key."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    chosen = path or (Path(env["UCLOUD_CONFIG"]) if env.get("UCLOUD_CONFIG") else None)
+    if chosen is None and DEFAULT_PATH.exists():
+        chosen = DEFAULT_PATH
+    if chosen is not None:
+        try:
+            raw = tomllib.loads(chosen.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(str(chosen), "no such file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(chosen), f"not valid TOML: {exc}") from exc
+    apply_overrides(raw, env)
+    return decode(raw)
+
+
+def decode(raw: Mapping[str, Any]) -> Config:
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(*_key_and_reason(str(exc))) from exc
+
+
+def apply_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    top = set(Config.__struct_fields__)
+    for name, value in env.items():
+        if not name.startswith("UCLOUD_"):
+            continue
+        rest = name[len("UCLOUD_") :].lower()
+        if "__" in rest:
+            section, key = rest.split("__", 1)
+            if section not in top:
+                raise ConfigError(name, f"no config section {section!r}")
+            raw.setdefault(section, {})[key] = _value(value)
+        elif rest in top and not isinstance(getattr(_DEFAULTS, rest), _Section):
+            raw[rest] = _value(value)
+
+
+
+
+_DEFAULTS = Config()
+
+
+def _value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _key_and_reason(message: str) -> tuple[str, str]:
+    """Turn msgspec's "reason - at `$.a.b`" into ("a.b", "reason")."""
+    match = re.match(r"(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", message)
+    assert match is not None
+    reason, path = match["reason"], (match["path"] or "").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `(?P<f>[^`]+)`", reason)
+    if unknown:
+        path = f"{path}.{unknown['f']}" if path else unknown["f"]
+        reason = "unknown key"
+    return path or "(top)", reason

@@ -1,0 +1,80 @@
+"""The one error tree of ucloud.
+
+    UcloudError
+    ├── ConfigError            a config file or UCLOUD_* variable is wrong (names the key)
+    ├── LogError               the event log (NATS JetStream) failed
+    │   └── ConflictError      optimistic concurrency: the aggregate moved on (NATS 10071)
+    ├── StoreError             the projection store (etcd) failed
+    │   └── CheckpointMoved    another projector advanced the checkpoint first
+    ├── DecodeError            bytes that are not a known event (bad JSON, unknown tag, types)
+    ├── ServerError            an embedded server did not start or stop
+    └── InputError             a request or command argument is wrong (names the field)
+        ├── NotFound           no such resource (or not yours)
+        └── Refused            the request is valid but refused in the current state
+
+Errors carry what is needed to act on them; root causes are chained with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class UcloudError(Exception):
+    """Base of every error ucloud raises on purpose."""
+
+
+class ConfigError(UcloudError):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"config: {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class LogError(UcloudError):
+    """The event log failed (connection, stream, publish)."""
+
+
+class ConflictError(LogError):
+    """The aggregate's last sequence was not the one expected."""
+
+    def __init__(self, subject: str, expected: int, detail: str = "") -> None:
+        super().__init__(f"conflict on {subject}: expected last sequence {expected}; {detail}")
+        self.subject = subject
+        self.expected = expected
+
+
+class StoreError(UcloudError):
+    """The projection store (etcd) failed."""
+
+
+class CheckpointMoved(StoreError):
+    def __init__(self, projection: str, expected: int) -> None:
+        super().__init__(f"checkpoint of {projection} is no longer {expected}")
+        self.projection = projection
+        self.expected = expected
+
+
+class DecodeError(UcloudError):
+    """Bytes on the stream that do not decode into a known event."""
+
+
+class ServerError(UcloudError):
+    """An embedded server (nats-server, etcd) did not start, or died."""
+
+
+class InputError(UcloudError):
+    """Bad input from a user: names the field and the reason."""
+
+    status = 400
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class NotFound(InputError):
+    status = 404
+
+
+class Refused(InputError):
+    status = 409

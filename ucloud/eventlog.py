@@ -1,0 +1,320 @@
+"""The event log: one JetStream stream, appends with per-aggregate OCC, loads and reads.
+
+- ``append(event, expected=n)`` publishes with ``Nats-Msg-Id`` = event id and, when
+  ``expected`` is given, ``Nats-Expected-Last-Subject-Sequence: n`` over the aggregate's
+  wildcard subject ``ucloud.evt.<agg>.<id>.*``. Error 10071 is a ``ConflictError`` unless
+  the event is already in the aggregate (a retried append is a success, not a conflict).
+  Publishes are awaited: nats-py's ``publish_async`` never resolves a rejected publish.
+- ``load(aggregate, id)`` returns the aggregate's events and last sequence in one batched
+  direct get.
+- ``read(start)`` streams the log in order (an ordered consumer), optionally following.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import APIError, NotFoundError
+
+from ucloud.config import NatsConfig
+from ucloud.errors import ConflictError, DecodeError, LogError
+from ucloud.events import Event, decode, encode, subject
+from ucloud.events.base import SUBJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+WRONG_LAST_SEQUENCE = 10071
+TYPE_HEADER = "Ucloud-Type"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message of the stream as stored: sequence, subject, time, headers, body."""
+
+    seq: int
+    subject: str
+    time: datetime
+    headers: dict[str, str]
+    data: bytes
+
+    def event(self) -> Event:
+        return decode(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    seq: int
+    event: Event
+
+
+class EventLog:
+    """A connection to the event log."""
+
+    def __init__(self, nc: NatsClient, config: NatsConfig) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self.config = config
+        self.stream = config.stream
+        self.root = config.subject_root
+
+    @classmethod
+    async def connect(cls, config: NatsConfig, *, name: str = "ucloud") -> EventLog:
+        try:
+            nc = await nats.connect(
+                config.url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                connect_timeout=5,
+            )
+        except (NatsError, OSError) as exc:
+            raise LogError(f"cannot connect to NATS at {config.url}: {exc}") from exc
+        return cls(nc, config)
+
+    async def close(self) -> None:
+        with contextlib.suppress(NatsError):
+            await self.nc.drain()
+
+    async def ensure_stream(self) -> js_api.StreamInfo:
+        """Create the stream, or update it to the configured settings."""
+        wanted = js_api.StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.root}.>"],
+            storage=js_api.StorageType.FILE,
+            retention=js_api.RetentionPolicy.LIMITS,
+            discard=js_api.DiscardPolicy.OLD,
+            max_age=0,
+            num_replicas=self.config.replicas,
+            duplicate_window=self.config.duplicate_window_s,
+            deny_delete=True,
+            deny_purge=True,
+            allow_direct=True,
+        )
+        try:
+            await self.js.stream_info(self.stream)
+        except NotFoundError:
+            return await self.js.add_stream(wanted)
+        return await self.js.update_stream(wanted)
+
+    async def append(self, event: Event, expected: int | None = None) -> int:
+        """Append one event; returns its stream sequence. ``expected=0``: must be first."""
+        headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.tag()}
+        aggregate_subjects = subject(event.aggregate, event.aggregate_id)
+        if expected is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self.physical(
+                aggregate_subjects
+            )
+        try:
+            ack = await self.js.publish(
+                self.physical(event.subject), encode(event), headers=headers
+            )
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE and expected is not None:
+                seq = await self._find(event.aggregate, event.aggregate_id, event.id)
+                if seq:
+                    return seq
+                raise ConflictError(aggregate_subjects, expected, exc.description or "") from exc
+            raise LogError(f"append {event.subject}: {exc}") from exc
+        except (NatsError, OSError) as exc:
+            raise LogError(f"append {event.subject}: {exc}") from exc
+        return int(ack.seq)
+
+    async def append_raw(self, subject_: str, data: bytes, headers: dict[str, str]) -> int:
+        """Publish bytes as they are (operators' tools and tests of bad input)."""
+        ack = await self.js.publish(self.physical(subject_), data, headers=headers)
+        return int(ack.seq)
+
+    async def _find(self, aggregate: str, aggregate_id: str, event_id: str) -> int:
+        events, _ = await self.load(aggregate, aggregate_id)
+        return next((s.seq for s in events if s.event.id == event_id), 0)
+
+    async def load(self, aggregate: str, aggregate_id: str) -> tuple[list[Stored], int]:
+        """The aggregate's events in order and its last sequence (0 when it has none)."""
+        records = await self.records(subject(aggregate, aggregate_id))
+        stored = []
+        for record in records:
+            try:
+                stored.append(Stored(record.seq, record.event()))
+            except DecodeError:
+                log.warning("skipping undecodable event at sequence %d", record.seq)
+        return stored, (records[-1].seq if records else 0)
+
+    async def records(self, filter_subject: str, start: int = 1) -> list[Record]:
+        """Every record matching ``filter_subject`` from ``start`` on (batched direct gets)."""
+        out: list[Record] = []
+        while True:
+            batch = await self._direct_batch(filter_subject, start, 1000)
+            out.extend(batch)
+            if len(batch) < 1000:
+                return out
+            start = batch[-1].seq + 1
+
+    async def _direct_batch(self, filter_subject: str, start: int, size: int) -> list[Record]:
+        inbox = self.nc.new_inbox()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def collect(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        sub = await self.nc.subscribe(inbox, cb=collect)
+        try:
+            request = msgspec.json.encode(
+                {"seq": start, "next_by_subj": self.physical(filter_subject), "batch": size}
+            )
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
+            out: list[Record] = []
+            while True:
+                msg = await asyncio.wait_for(queue.get(), 10)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status == "404" or status == "204" or (not msg.data and status):
+                    return out
+                if status:
+                    raise LogError(f"direct get {filter_subject}: {status} {headers}")
+                out.append(self._logical(_record(headers, msg.data)))
+                if headers.get("Nats-Num-Pending") == "0" and size == 1:
+                    return out
+        except TimeoutError as exc:
+            raise LogError(f"direct get {filter_subject}: no answer") from exc
+        finally:
+            await sub.unsubscribe()
+
+    async def last_sequence(self) -> int:
+        info = await self.js.stream_info(self.stream)
+        return int(info.state.last_seq)
+
+    async def read(
+        self,
+        start: int = 1,
+        *,
+        filter_subject: str = "ucloud.evt.>",
+        follow: bool = False,
+        stop: int | None = None,
+        start_time: datetime | None = None,
+        max_batch: int = 512,
+    ) -> AsyncIterator[list[Record]]:
+        """Batches of records in order from ``start`` (or from ``start_time``).
+
+        Without ``follow`` it ends at the last sequence the stream had when it began (or at
+        ``stop``); with ``follow`` it waits for new events until cancelled.
+        """
+        last = stop if stop is not None else (None if follow else await self.last_sequence())
+        if start_time is not None:
+            first = await self._first_at(start_time)
+            if first == 0 and not follow:
+                return
+            start = max(start, first) if first else start
+        if last is not None:
+            upcoming = await self._direct_batch(filter_subject, max(start, 1), 1)
+            if not upcoming or upcoming[0].seq > last:
+                return
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=max_batch * 4)
+
+        async def deliver(msg: Msg) -> None:
+            await queue.put(msg)
+
+        sub = await self.js.subscribe(
+            self.physical(filter_subject),
+            stream=self.stream,
+            cb=deliver,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            config=js_api.ConsumerConfig(opt_start_seq=max(start, 1), mem_storage=True),
+            pending_msgs_limit=max_batch * 8,
+        )
+        try:
+            while True:
+                batch = [await queue.get()]
+                while len(batch) < max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
+                records = [self._logical(_from_msg(m)) for m in batch]
+                if last is None:
+                    yield records
+                    continue
+                kept = [r for r in records if r.seq <= last]
+                if kept:
+                    yield kept
+                if records[-1].seq >= last or _pending(batch[-1]) == 0:
+                    return
+        finally:
+            with contextlib.suppress(NatsError):
+                await sub.unsubscribe()
+
+    def physical(self, logical: str) -> str:
+        """The subject on the wire: the configured root instead of ``ucloud.evt``."""
+        if self.root == SUBJECT_ROOT:
+            return logical
+        return self.root + logical[len(SUBJECT_ROOT) :]
+
+    def _logical(self, record: Record) -> Record:
+        if self.root == SUBJECT_ROOT:
+            return record
+        return dataclasses.replace(record, subject=SUBJECT_ROOT + record.subject[len(self.root) :])
+
+    async def _first_at(self, when: datetime) -> int:
+        """The sequence of the first record at or after ``when`` (0: none yet)."""
+        inbox = self.nc.new_inbox()
+        stamp = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        request = msgspec.json.encode({"start_time": stamp})
+        try:
+            msg = await self.nc.request(
+                f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=10
+            )
+        except (NatsError, TimeoutError) as exc:
+            raise LogError(f"direct get at {stamp}: {exc}") from exc
+        del inbox
+        headers = msg.headers or {}
+        if headers.get("Status"):
+            return 0
+        return int(headers["Nats-Sequence"])
+
+
+def _pending(msg: Msg) -> int:
+    return int(msg.metadata.num_pending)
+
+
+def _from_msg(msg: Msg) -> Record:
+    meta = msg.metadata
+    return Record(
+        seq=int(meta.sequence.stream),
+        subject=msg.subject,
+        time=meta.timestamp,
+        headers=dict(msg.headers or {}),
+        data=msg.data,
+    )
+
+
+def _record(headers: dict[str, str], data: bytes) -> Record:
+    stamp = headers.get("Nats-Time-Stamp", "")
+    return Record(
+        seq=int(headers["Nats-Sequence"]),
+        subject=headers["Nats-Subject"],
+        time=_parse_time(stamp) if stamp else datetime.fromtimestamp(0, UTC),
+        headers={k: v for k, v in headers.items() if not k.startswith("Nats-Num")},
+        data=data,
+    )
+
+
+def _parse_time(value: str) -> datetime:
+    # nats sends RFC 3339 with nanoseconds; Python keeps microseconds.
+    if "." in value:
+        head, frac = value.split(".", 1)
+        zone = frac[len(frac.rstrip("0123456789")) - len(frac) or len(frac) :]
+        digits = frac[: len(frac) - len(zone)]
+        value = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def subjects_of(aggregates: Sequence[str]) -> list[str]:
+    return [subject(a, "*", "*") for a in aggregates]

@@ -1,0 +1,111 @@
+"""Events of the ``vm`` aggregate: intents from users, facts from the system."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ucloud.events.base import Event
+from ucloud.events.types import Nic, Resources, RestartPolicy
+
+
+class VmEvent(Event, frozen=True, kw_only=True):
+    vm: str
+    aggregate: ClassVar[str] = "vm"
+
+
+class VmRequested(VmEvent, frozen=True, kw_only=True, tag="vm.requested"):
+    owner: str
+    name: str
+    spec: Resources
+    image: str
+    nics: tuple[Nic, ...] = ()
+    keys: tuple[str, ...] = ()
+    restart: RestartPolicy = "always"
+    order: str = ""
+
+
+class VmScheduled(VmEvent, frozen=True, kw_only=True, tag="vm.scheduled"):
+    host: str
+
+
+class VmSchedulingFailed(VmEvent, frozen=True, kw_only=True, tag="vm.scheduling_failed"):
+    reason: str
+    resource: str = ""
+
+
+class VmStartRequested(VmEvent, frozen=True, kw_only=True, tag="vm.start_requested"):
+    pass
+
+
+class VmStopRequested(VmEvent, frozen=True, kw_only=True, tag="vm.stop_requested"):
+    pass
+
+
+class VmDeleteRequested(VmEvent, frozen=True, kw_only=True, tag="vm.delete_requested"):
+    pass
+
+
+class VmMigrationRequested(VmEvent, frozen=True, kw_only=True, tag="vm.migration_requested"):
+    host: str = ""
+
+
+class VmStarted(VmEvent, frozen=True, kw_only=True, tag="vm.started"):
+    host: str
+
+
+class VmStopped(VmEvent, frozen=True, kw_only=True, tag="vm.stopped"):
+    host: str
+    reason: str = ""
+
+
+class VmCrashed(VmEvent, frozen=True, kw_only=True, tag="vm.crashed"):
+    host: str
+    reason: str
+
+
+class VmDeleted(VmEvent, frozen=True, kw_only=True, tag="vm.deleted"):
+    host: str = ""
+
+
+class VmMigrationReady(VmEvent, frozen=True, kw_only=True, tag="vm.migration_ready"):
+    host: str
+    uri: str
+
+
+class VmMigrated(VmEvent, frozen=True, kw_only=True, tag="vm.migrated"):
+    from_host: str
+    to_host: str
+
+
+class VmMigrationFailed(VmEvent, frozen=True, kw_only=True, tag="vm.migration_failed"):
+    reason: str
+
+
+class VmEvacuated(VmEvent, frozen=True, kw_only=True, tag="vm.evacuated"):
+    from_host: str
+    to_host: str
+
+
+class VmLost(VmEvent, frozen=True, kw_only=True, tag="vm.lost"):
+    host: str
+    reason: str
+
+
+VM_EVENTS = (
+    VmRequested,
+    VmScheduled,
+    VmSchedulingFailed,
+    VmStartRequested,
+    VmStopRequested,
+    VmDeleteRequested,
+    VmMigrationRequested,
+    VmStarted,
+    VmStopped,
+    VmCrashed,
+    VmDeleted,
+    VmMigrationReady,
+    VmMigrated,
+    VmMigrationFailed,
+    VmEvacuated,
+    VmLost,
+)
