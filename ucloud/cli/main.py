@@ -16,7 +16,10 @@ from typing import Any
 from ucloud.errors import UcloudError
 
 # Command groups, each a module with register(subparsers).
-_GROUPS = ("ucloud.cli.schemas_cmd",)
+_GROUPS = (
+    "ucloud.cli.schemas_cmd",
+    "ucloud.cli.replay_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
