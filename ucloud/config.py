@@ -87,6 +87,13 @@ def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> 
     return decode(raw)
 
 
+def load_file_only(path: Path) -> Config:
+    """The file at ``path`` if it exists (no environment, no default path), else defaults."""
+    if not path.exists():
+        return Config()
+    return load(path, {})
+
+
 def decode(raw: Mapping[str, Any]) -> Config:
     try:
         return msgspec.convert(raw, Config)

@@ -1,0 +1,69 @@
+"""What server-side commands share: finding the servers, the ``--data-dir`` option.
+
+A running all-in-one (``ucloud up``) writes ``<data-dir>/up.json``::
+
+    {"gateway": "http://[::1]:8080", "nats": "nats://127.0.0.1:4222",
+     "etcd": ["127.0.0.1:2379"], "pid": 1234}
+
+``--data-dir DIR`` points a command at it; otherwise the config file is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ucloud import config as config_mod
+from ucloud.config import Config
+from ucloud.errors import ConfigError
+
+UP_FILE = "up.json"
+
+
+class UpInfo(msgspec.Struct, kw_only=True):
+    gateway: str = ""
+    nats: str
+    etcd: list[str]
+    pid: int = 0
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, help="use the all-in-one running on this data directory"
+    )
+
+
+def read_up(data_dir: Path) -> UpInfo:
+    path = data_dir / UP_FILE
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=UpInfo)
+    except FileNotFoundError as exc:
+        raise ConfigError("--data-dir", f"{path} not found: is `ucloud up` running there?") from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError("--data-dir", f"{path} is not valid: {exc}") from exc
+
+
+def server_config(args: argparse.Namespace) -> Config:
+    """The config of the servers to talk to: from ``--data-dir`` (up.json) or the file."""
+    path = Path(args.config) if getattr(args, "config", None) else None
+    data_dir: Path | None = getattr(args, "data_dir", None)
+    if data_dir is None:
+        return config_mod.load(path)
+    base = config_mod.load(path) if path else config_mod.load_file_only(data_dir / "ucloud.toml")
+    up = read_up(data_dir)
+    raw: dict[str, Any] = msgspec.to_builtins(base)
+    raw["data_dir"] = str(data_dir)
+    raw["nats"]["url"] = up.nats
+    raw["etcd"]["endpoints"] = up.etcd
+    return config_mod.decode(raw)
+
+
+def write_up(data_dir: Path, info: UpInfo) -> None:
+    path = data_dir / UP_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(json.dumps(msgspec.to_builtins(info), indent=2).encode() + b"\n")
+    tmp.replace(path)
