@@ -8,6 +8,11 @@
     │   └── CheckpointMoved    another projector advanced the checkpoint first
     ├── DecodeError            bytes that are not a known event (bad JSON, unknown tag, types)
     ├── ServerError            an embedded server did not start or stop
+    ├── ClientError            the CLI got no usable answer from the gateway
+    │   ├── NotLoggedIn        no token (or the gateway rejected it): run `ucloud login`
+    │   ├── Unreachable        the gateway's URL refused the connection or timed out
+    │   ├── ApiError           the gateway answered 4xx/5xx (status, field, reason)
+    │   └── WaitFailed         a VM failed, vanished or did not arrive in time (--wait)
     └── InputError             a request or command argument is wrong (names the field)
         ├── NotFound           no such resource (or not yours)
         └── Refused            the request is valid but refused in the current state
@@ -78,3 +83,34 @@ class NotFound(InputError):
 
 class Refused(InputError):
     status = 409
+
+
+class ClientError(UcloudError):
+    """The command-line client got no usable answer from the gateway."""
+
+
+class NotLoggedIn(ClientError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"not logged in: {detail}; run `ucloud login --name N --realm R`")
+        self.detail = detail
+
+
+class Unreachable(ClientError):
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"cannot reach the gateway at {url}: {detail}")
+        self.url = url
+        self.detail = detail
+
+
+class ApiError(ClientError):
+    """The gateway's ``{"error", "field"}`` answer, with the HTTP status."""
+
+    def __init__(self, status: int, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.status = status
+        self.field = field
+        self.reason = reason
+
+
+class WaitFailed(ClientError):
+    """Waiting for a VM ended without reaching the target (failed, gone, timed out)."""
