@@ -40,6 +40,9 @@ class NatsConfig(_Section):
 class EtcdConfig(_Section):
     endpoints: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:2379"])
     prefix: str = "/ucloud/v1/"
+    # Operations per transaction: 128 is what a stock etcd accepts (--max-txn-ops); the
+    # embedded etcd of ``ucloud up`` accepts 4096.
+    max_txn_ops: int = 128
 
 
 class GatewayConfig(_Section):
