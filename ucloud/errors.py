@@ -15,7 +15,10 @@
     │   └── WaitFailed         a VM failed, vanished or did not arrive in time (--wait)
     └── InputError             a request or command argument is wrong (names the field)
         ├── NotFound           no such resource (or not yours)
-        └── Refused            the request is valid but refused in the current state
+        ├── Refused            the request is valid but refused in the current state
+        ├── Unauthorized       no valid credentials (bad OTP, bad or expired token)
+        ├── Forbidden          valid credentials, but the realm may not do this
+        └── RateLimited        too many failed attempts; retry after some seconds
 
 Errors carry what is needed to act on them; root causes are chained with ``raise ... from``.
 """
@@ -83,6 +86,22 @@ class NotFound(InputError):
 
 class Refused(InputError):
     status = 409
+
+
+class Unauthorized(InputError):
+    status = 401
+
+
+class Forbidden(InputError):
+    status = 403
+
+
+class RateLimited(InputError):
+    status = 429
+
+    def __init__(self, field: str, reason: str, retry_after_s: int) -> None:
+        super().__init__(field, reason)
+        self.retry_after_s = retry_after_s
 
 
 class ClientError(UcloudError):
