@@ -5,13 +5,15 @@ A running all-in-one (``ucloud up``) writes ``<data-dir>/up.json``::
     {"gateway": "http://[::1]:8080", "nats": "nats://127.0.0.1:4222",
      "etcd": ["127.0.0.1:2379"], "pid": 1234}
 
-``--data-dir DIR`` points a command at it; otherwise the config file is used.
+``--data-dir DIR`` points a command at it; otherwise the config file is used, and without
+one, the all-in-one running on the default data directory (``default_data_dir()``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,9 @@ def server_config(args: argparse.Namespace) -> Config:
     """The config of the servers to talk to: from ``--data-dir`` (up.json) or the file."""
     path = Path(args.config) if getattr(args, "config", None) else None
     data_dir: Path | None = getattr(args, "data_dir", None)
+    if data_dir is None and path is None and _no_config_file():
+        running = default_data_dir()
+        data_dir = running if (running / UP_FILE).exists() else None
     if data_dir is None:
         return config_mod.load(path)
     base = config_mod.load(path) if path else config_mod.load_file_only(data_dir / "ucloud.toml")
@@ -60,6 +65,21 @@ def server_config(args: argparse.Namespace) -> Config:
     raw["nats"]["url"] = up.nats
     raw["etcd"]["endpoints"] = up.etcd
     return config_mod.decode(raw)
+
+
+def default_data_dir() -> Path:
+    """Where ``ucloud up`` keeps its data: /var/lib/ucloud as root, else the user's data dir.
+
+    Commands without ``--data-dir`` or a config file use the all-in-one running there.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/ucloud")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ucloud"
+
+
+def _no_config_file() -> bool:
+    return not os.environ.get("UCLOUD_CONFIG") and not config_mod.DEFAULT_PATH.exists()
 
 
 def write_up(data_dir: Path, info: UpInfo) -> None:
