@@ -43,6 +43,9 @@ class EtcdConfig(_Section):
     # Operations per transaction: 128 is what a stock etcd accepts (--max-txn-ops); the
     # embedded etcd of ``ucloud up`` accepts 4096.
     max_txn_ops: int = 128
+    # TOTP secrets, replay guards and the token signing key: outside the projection prefix
+    # (rebuilds wipe that) and outside the event log.
+    secrets_prefix: str = "/ucloud/secret/v1/"
 
 
 class GatewayConfig(_Section):
@@ -50,6 +53,14 @@ class GatewayConfig(_Section):
     token_lifetime_s: int = 3600
     token_key_file: str = ""
     max_request_bytes: int = 1 << 20
+    # When set and user ``admin`` does not exist, create it (realm admin) at start and write
+    # its TOTP secret to this file (mode 0600).
+    bootstrap_admin_file: str = ""
+    # How long an answer waits for the projection to show what the request appended.
+    read_your_writes_s: float = 10.0
+    # Failed logins allowed per user and per source address within the window, then 429.
+    login_failures: int = 5
+    login_window_s: float = 60.0
 
 
 class SchedulerConfig(_Section):
