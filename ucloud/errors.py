@@ -5,7 +5,8 @@
     ├── LogError               the event log (NATS JetStream) failed
     │   └── ConflictError      optimistic concurrency: the aggregate moved on (NATS 10071)
     ├── StoreError             the projection store (etcd) failed
-    │   └── CheckpointMoved    another projector advanced the checkpoint first
+    │   ├── CheckpointMoved    another projector advanced the checkpoint first
+    │   └── ProjectionBehind   the projection did not reach an appended event in time
     ├── DecodeError            bytes that are not a known event (bad JSON, unknown tag, types)
     ├── ServerError            an embedded server did not start or stop
     ├── ClientError            the CLI got no usable answer from the gateway
@@ -59,6 +60,18 @@ class CheckpointMoved(StoreError):
         super().__init__(f"checkpoint of {projection} is no longer {expected}")
         self.projection = projection
         self.expected = expected
+
+
+class ProjectionBehind(StoreError):
+    """An event was appended, but the projection did not show it within the timeout."""
+
+    def __init__(self, seq: int, timeout_s: float) -> None:
+        super().__init__(
+            f"accepted (stream sequence {seq}), but the projection did not catch up within "
+            f"{timeout_s:g}s; look again shortly"
+        )
+        self.seq = seq
+        self.timeout_s = timeout_s
 
 
 class DecodeError(UcloudError):
