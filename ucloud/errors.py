@@ -9,6 +9,7 @@
     │   └── ProjectionBehind   the projection did not reach an appended event in time
     ├── DecodeError            bytes that are not a known event (bad JSON, unknown tag, types)
     ├── ServerError            an embedded server did not start or stop
+    ├── ImageBuildError        a built-in guest image build step failed (step, command, output)
     ├── ClientError            the CLI got no usable answer from the gateway
     │   ├── NotLoggedIn        no token (or the gateway rejected it): run `ucloud login`
     │   ├── Unreachable        the gateway's URL refused the connection or timed out
@@ -80,6 +81,16 @@ class DecodeError(UcloudError):
 
 class ServerError(UcloudError):
     """An embedded server (nats-server, etcd) did not start, or died."""
+
+
+class ImageBuildError(UcloudError):
+    """A step of building a built-in guest image failed; names the step and the cause."""
+
+    def __init__(self, image: str, step: str, reason: str) -> None:
+        super().__init__(f"image {image}: {step}: {reason}")
+        self.image = image
+        self.step = step
+        self.reason = reason
 
 
 class InputError(UcloudError):
