@@ -1,0 +1,172 @@
+"""``ucloud events tail``: print events of the log for debugging, as ``nats stream view`` does.
+
+Each event is printed as::
+
+    [42] Subject: ucloud.evt.vm.<id>.requested Received: 2025-01-02T03:04:05+00:00
+
+      Nats-Msg-Id: <event id>
+      Ucloud-Type: vm.requested
+
+    { ...the JSON body, indented... }
+
+Without ``--since-seq`` it prints the last ``-n`` events (20) matching the filter; with
+``--follow`` it goes on printing new ones until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from nats.js.errors import NotFoundError
+
+from ucloud.cli.common import add_server_options, server_config
+from ucloud.cli.main import run_async
+from ucloud.errors import LogError
+from ucloud.eventlog import EventLog, Record
+from ucloud.events import AGGREGATES, subject
+from ucloud.events.base import SUBJECT_ROOT
+from ucloud.supervisor import stop_on_signals
+
+# Headers a direct get adds that the publisher did not write (natscli hides them too).
+_SERVER_HEADERS = frozenset(
+    {
+        "Nats-Subject", "Nats-Stream", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Num-Pending",
+        "Nats-Last-Sequence", "Nats-UpTo-Sequence",
+    }
+)
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("events", help="look at the event log")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    tail = verbs.add_parser(
+        "tail", help="print the last events (like `nats stream view`)",
+        description="Print events of the log: the last N (default 20), or all from a "
+        "sequence on; --follow keeps printing new ones until Ctrl-C.",
+    )
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    tail.add_argument("--aggregate", choices=AGGREGATES, help="only this aggregate")
+    tail.add_argument("--id", help="only the aggregate with this id")
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument(
+        "--since-seq", type=_positive, metavar="N", help="every event from stream sequence N on"
+    )
+    start.add_argument(
+        "-n", "--last", type=_non_negative, default=20, metavar="LAST",
+        help="the last LAST events (default 20)",
+    )
+    add_server_options(tail)
+    tail.set_defaults(func=run_async(tail_events))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def event_filter(aggregate: str | None, aggregate_id: str | None) -> str:
+    """The subject filter: everything in the log, or one aggregate type and/or id."""
+    if aggregate is None and aggregate_id is None:
+        return f"{SUBJECT_ROOT}.>"
+    return subject(aggregate or "*", aggregate_id or "*", "*")
+
+
+async def tail_events(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    config = server_config(args)
+    wanted = event_filter(args.aggregate, args.id)
+    event_log = await EventLog.connect(config.nats, name="ucloud-events-tail")
+    try:
+        try:
+            last = await event_log.last_sequence()
+        except NotFoundError as exc:
+            raise LogError(
+                f"no stream {config.nats.stream} at {config.nats.url}: nothing was appended yet"
+            ) from exc
+        with stop_on_signals() as stop:
+            printing = asyncio.create_task(_print(event_log, args, wanted, last, out))
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({printing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (printing, stopping):
+                task.cancel()
+            if printing in done:
+                await printing  # raises what printing raised
+    except BrokenPipeError:
+        # The reader went away (| head): nothing more to say, and nothing at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        await event_log.close()
+    return 0
+
+
+async def _print(
+    event_log: EventLog, args: argparse.Namespace, wanted: str, last: int, out: TextIO
+) -> None:
+    if args.since_seq is not None:
+        async for batch in event_log.read(
+            args.since_seq, filter_subject=wanted, follow=args.follow
+        ):
+            _write(out, batch)
+        return
+    _write(out, await last_records(event_log, wanted, last, args.last))
+    if args.follow:
+        async for batch in event_log.read(last + 1, filter_subject=wanted, follow=True):
+            _write(out, batch)
+
+
+async def last_records(event_log: EventLog, wanted: str, last: int, count: int) -> list[Record]:
+    """The last ``count`` records matching ``wanted`` up to sequence ``last``.
+
+    Looks back in growing windows, so a sparse filter on a long log reads only what matches.
+    """
+    if count == 0 or last == 0:
+        return []
+    window = count * 4
+    while True:
+        start = max(1, last - window + 1)
+        found = [r for r in await event_log.records(wanted, start) if r.seq <= last]
+        if len(found) >= count or start == 1:
+            return found[-count:]
+        window *= 4
+
+
+def _write(out: TextIO, records: Iterable[Record]) -> None:
+    for record in records:
+        out.write(render(record))
+    out.flush()
+
+
+def render(record: Record) -> str:
+    """One record as ``nats stream view`` shows it, with the JSON body indented."""
+    received = record.time.astimezone().isoformat(timespec="seconds")
+    lines = [f"[{record.seq}] Subject: {record.subject} Received: {received}"]
+    headers = [(k, v) for k, v in record.headers.items() if k not in _SERVER_HEADERS]
+    if headers:
+        lines.append("")
+        lines += [f"  {name}: {value}" for name, value in headers]
+    lines += ["", _body(record.data), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _body(data: bytes) -> str:
+    if not data:
+        return "nil body"
+    try:
+        return json.dumps(json.loads(data), indent=2, ensure_ascii=False)
+    except ValueError:
+        return data.decode(errors="replace")

@@ -1,0 +1,66 @@
+"""``ucloud serve <service>``: one service, against the servers of the config.
+
+The production shape: one process per service, any number of them on any number of hosts,
+each talking to the clustered NATS and etcd named in ``--config`` (or pointed at an
+all-in-one with ``--data-dir``). The service is supervised as in ``ucloud up``: a crash is
+logged and the service restarted with backoff; SIGINT/SIGTERM stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from ucloud.cli.common import add_server_options, server_config
+from ucloud.services import SERVICES, resolve
+from ucloud.supervisor import Supervisor, connected, stop_on_signals
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run one service (production: one process per service)",
+        description=f"Run one service. Services: {', '.join(SERVICES)}.",
+    )
+    parser.add_argument("service", metavar="SERVICE", help=f"one of: {', '.join(SERVICES)}")
+    add_server_options(parser)
+    parser.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    if args.service not in SERVICES:
+        print(
+            f"ucloud serve: unknown service {args.service!r}; "
+            f"services: {', '.join(SERVICES)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        resolve(args.service)
+    except Exception as exc:  # a missing or broken module: say which and why
+        print(f"ucloud serve: {args.service} cannot be loaded: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    code: int = asyncio.run(_serve(args))
+    return code
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    name: str = args.service
+    config = server_config(args)
+    with stop_on_signals() as stop:
+        async with connected(config, f"ucloud-{name}") as (event_log, store):
+            await event_log.ensure_stream()
+            supervisor = Supervisor(config, event_log, store, [name])
+            supervisor.start()
+            try:
+                await stop.wait()
+                log.info("stopping %s", name)
+            finally:
+                await supervisor.stop()
+    return 0

@@ -1,0 +1,316 @@
+"""``ucloud up``: everything on one machine, with all its data under one directory.
+
+The data directory (``--data-dir``, default ``default_data_dir()``) holds::
+
+    up.lock       locked (flock) while ``ucloud up`` runs there; holds its pid
+    ucloud.toml   the settings of this all-in-one, written on the first start
+    nats/         the embedded nats-server: JetStream store, log, ports
+    etcd/         the embedded etcd: data, log, ports
+    servers.json  pids of the embedded servers while they run
+    up.json       where the running all-in-one listens (``UpInfo``); gone when stopped
+
+Start: lock, stop leftovers of a run that was killed, nats-server, etcd, the stream, every
+registered service under the supervisor, ``up.json``, one line on stdout. SIGINT/SIGTERM:
+``up.json`` goes, then the services, the connections, nats-server and etcd; the lock last.
+Starting again on the same directory resumes the same stream and the same etcd data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ucloud import config as config_mod
+from ucloud.cli.common import UP_FILE, UpInfo, default_data_dir, write_up
+from ucloud.cli.main import run_async
+from ucloud.config import Config
+from ucloud.errors import ServerError
+from ucloud.servers import EmbeddedEtcd, EmbeddedNats
+from ucloud.services import SERVICES
+from ucloud.supervisor import Supervisor, connected, stop_on_signals
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "up.lock"
+SETTINGS_FILE = "ucloud.toml"
+SERVERS_FILE = "servers.json"
+EMBEDDED_MAX_TXN_OPS = 4096  # what EmbeddedEtcd passes to etcd as --max-txn-ops
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "up",
+        help="run everything on this machine (embedded nats-server and etcd, every service)",
+        description="Run everything on this machine. Data (event log, etcd, settings) lives "
+        "in the data directory; starting again on it resumes where it stopped.",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None,
+        help=f"data directory (default {default_data_dir()}); settings in DIR/{SETTINGS_FILE} "
+        "unless --config is given",
+    )
+    parser.set_defaults(func=run_async(up))
+
+
+async def up(args: argparse.Namespace) -> int:
+    data_dir: Path = (args.data_dir or default_data_dir()).expanduser().absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with hold_lock(data_dir), stop_on_signals() as stop:
+        (data_dir / UP_FILE).unlink(missing_ok=True)
+        stop_leftovers(data_dir)
+        settings = Path(args.config) if args.config else ensure_settings(data_dir)
+        base = config_mod.load(settings)
+        nats = EmbeddedNats(data_dir / "nats")
+        etcd = EmbeddedEtcd(data_dir / "etcd")
+        try:
+            await asyncio.to_thread(nats.start)
+            _record_servers(data_dir, nats, etcd)
+            if not stop.is_set():
+                await asyncio.to_thread(etcd.start)
+                _record_servers(data_dir, nats, etcd)
+            if not stop.is_set():
+                config = with_servers(base, data_dir, nats.url, [etcd.endpoint])
+                await _serve_all(config, data_dir, stop)
+        finally:
+            (data_dir / UP_FILE).unlink(missing_ok=True)
+            nats.stop()
+            etcd.stop()
+            (data_dir / SERVERS_FILE).unlink(missing_ok=True)
+    log.info("ucloud up on %s stopped", data_dir)
+    return 0
+
+
+async def _serve_all(config: Config, data_dir: Path, stop: asyncio.Event) -> None:
+    async with connected(config, "ucloud-up") as (event_log, store):
+        await event_log.ensure_stream()
+        supervisor = Supervisor(config, event_log, store, list(SERVICES))
+        running = supervisor.start()
+        try:
+            info = UpInfo(
+                gateway=gateway_url(config.gateway.listen) if "gateway" in running else "",
+                nats=config.nats.url,
+                etcd=list(config.etcd.endpoints),
+                pid=os.getpid(),
+            )
+            write_up(data_dir, info)
+            print(up_line(info, data_dir), flush=True)
+            await stop.wait()
+            log.info("stopping")
+            (data_dir / UP_FILE).unlink(missing_ok=True)
+        finally:
+            await supervisor.stop()
+
+
+def up_line(info: UpInfo, data_dir: Path) -> str:
+    gateway = info.gateway or "(no gateway service yet)"
+    return (
+        f"ucloud is up: gateway {gateway}, nats {info.nats}, etcd {','.join(info.etcd)}, "
+        f"data {data_dir} (Ctrl-C stops)"
+    )
+
+
+def gateway_url(listen: str) -> str:
+    """The URL to reach a gateway listening on ``listen`` (``[::]:8080`` -> ``[::1]``)."""
+    host, _, port = listen.rpartition(":")
+    host = {"[::]": "[::1]", "0.0.0.0": "127.0.0.1", "": "[::1]"}.get(host, host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def with_servers(base: Config, data_dir: Path, nats_url: str, endpoints: list[str]) -> Config:
+    raw: dict[str, Any] = msgspec.to_builtins(base)
+    raw["data_dir"] = str(data_dir)
+    raw["nats"]["url"] = nats_url
+    raw["etcd"]["endpoints"] = endpoints
+    return config_mod.decode(raw)
+
+
+# --- the lock and leftovers -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def hold_lock(data_dir: Path) -> Iterator[None]:
+    """Hold ``up.lock`` for the block; another ``ucloud up`` on the directory is refused."""
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ServerError(
+                f"ucloud up is already running on {data_dir} (pid {holder}); "
+                "stop it first or choose another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _record_servers(data_dir: Path, nats: EmbeddedNats, etcd: EmbeddedEtcd) -> None:
+    pids = {
+        name: child.process.pid
+        for name, child in (("nats", nats), ("etcd", etcd))
+        if child.process is not None
+    }
+    (data_dir / SERVERS_FILE).write_text(json.dumps(pids) + "\n")
+
+
+def stop_leftovers(data_dir: Path, timeout_s: float = 15.0) -> None:
+    """Stop servers that a killed ``ucloud up`` on this directory left running.
+
+    Only pids from ``servers.json`` whose command line names this directory are touched;
+    we hold the lock, so no live ``ucloud up`` owns them.
+    """
+    path = data_dir / SERVERS_FILE
+    try:
+        pids: dict[str, int] = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    for name, pid in pids.items():
+        if not _runs_on(pid, data_dir):
+            continue
+        log.warning("stopping %s (pid %d) left running by an earlier ucloud up", name, pid)
+        _terminate(pid, timeout_s)
+    path.unlink(missing_ok=True)
+
+
+def _runs_on(pid: int, data_dir: Path) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(str(data_dir).encode() in arg for arg in argv)
+
+
+def _terminate(pid: int, timeout_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+
+# --- the settings file ------------------------------------------------------------------
+
+
+def ensure_settings(data_dir: Path) -> Path:
+    """``DIR/ucloud.toml``, written with the all-in-one's settings when it does not exist."""
+    path = data_dir / SETTINGS_FILE
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(render_settings(all_in_one_settings(data_dir)))
+        tmp.replace(path)
+        log.info("wrote %s", path)
+    return path
+
+
+def all_in_one_settings(data_dir: Path) -> dict[str, Any]:
+    """Every setting of ``Config`` with the all-in-one's values, as TOML-ready builtins.
+
+    ``nats.url`` and ``etcd.endpoints`` are left out: ``ucloud up`` picks them at each
+    start (they are in ``up.json``). Keys that ``Config`` lacks are never written.
+    """
+    raw: dict[str, Any] = msgspec.to_builtins(Config())
+    raw["data_dir"] = str(data_dir)
+    raw["nats"].pop("url", None)
+    raw["etcd"].pop("endpoints", None)
+    if "max_txn_ops" in raw["etcd"]:
+        raw["etcd"]["max_txn_ops"] = EMBEDDED_MAX_TXN_OPS
+    if "bootstrap_admin_file" in raw.get("gateway", {}):
+        raw["gateway"]["bootstrap_admin_file"] = str(data_dir / "admin.otp")
+    return raw
+
+
+_HEADER = """\
+# Settings of the ucloud all-in-one on this directory, written by `ucloud up` on its first
+# start. Edit and restart `ucloud up`; UCLOUD_<SECTION>__<KEY> variables override them.
+# nats.url and etcd.endpoints are chosen at each start: see up.json while it runs.
+"""
+
+
+def render_settings(settings: Mapping[str, Any]) -> str:
+    lines = [_HEADER.rstrip("\n")]
+    _table(lines, [], settings, array=False)
+    return "\n".join(lines) + "\n"
+
+
+def _table(lines: list[str], path: list[str], table: Mapping[str, Any], *, array: bool) -> None:
+    def is_tables(value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+    if path:
+        name = ".".join(_key(p) for p in path)
+        lines += ["", f"[[{name}]]" if array else f"[{name}]"]
+    for key, value in table.items():
+        if value is not None and not isinstance(value, dict) and not is_tables(value):
+            lines.append(f"{_key(key)} = {_toml_value(value)}")
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _table(lines, [*path, key], value, array=False)
+        elif is_tables(value):
+            for item in value:
+                _table(lines, [*path, key], item, array=True)
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key)
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+            "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value in (float("inf"), float("-inf")):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        items = (f"{_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + ", ".join(items) + "}"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
