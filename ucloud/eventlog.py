@@ -4,7 +4,10 @@
   ``expected`` is given, ``Nats-Expected-Last-Subject-Sequence: n`` over the aggregate's
   wildcard subject ``ucloud.evt.<agg>.<id>.*``. Error 10071 is a ``ConflictError`` unless
   the event is already in the aggregate (a retried append is a success, not a conflict).
-  Publishes are awaited: nats-py's ``publish_async`` never resolves a rejected publish.
+  Every append waits for its publish acknowledgement. The acknowledgements of all appends
+  come back on one wildcard inbox and are decoded with msgspec (``_Acks``): nats-py's
+  ``js.publish`` pays a request timer, ``json.loads`` and a dataclass per append, which
+  made it the bottleneck; ``publish_async`` never resolves a rejected publish.
 - ``load(aggregate, id)`` returns the aggregate's events and last sequence in one batched
   direct get.
 - ``read(start)`` streams the log in order (an ordered consumer), optionally following.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from ucloud.config import NatsConfig
 from ucloud.errors import ConflictError, DecodeError, LogError
@@ -38,6 +42,89 @@ log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
 TYPE_HEADER = "Ucloud-Type"
+ACK_TIMEOUT_S = 10.0
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+class _Acks:
+    """Publish acknowledgements of every append, on one wildcard inbox of the connection.
+
+    Each append registers a future under a fresh token and publishes with the reply
+    subject ``<inbox>.<token>``. Tokens are issued in time order and share one timeout, so
+    the oldest waiting appends are first in the dict and one timer sweeps them.
+    """
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._tokens = itertools.count()
+        self._waiting: dict[str, tuple[asyncio.Future[Msg], float]] = {}
+        self._started: asyncio.Lock | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def request(self, subject_: str, data: bytes, headers: dict[str, str]) -> Msg:
+        """Publish and wait for the stream's answer (TimeoutError after ACK_TIMEOUT_S)."""
+        if not self._prefix:
+            await self._start()
+        loop = asyncio.get_running_loop()
+        token = str(next(self._tokens))
+        future: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = (future, loop.time() + ACK_TIMEOUT_S)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(ACK_TIMEOUT_S / 4, self._sweep)
+        try:
+            await self._nc.publish(subject_, data, reply=self._prefix + token, headers=headers)
+            return await future
+        finally:
+            self._waiting.pop(token, None)
+
+    async def _start(self) -> None:
+        if self._started is None:
+            self._started = asyncio.Lock()
+        async with self._started:
+            if self._prefix:
+                return
+            prefix = self._nc.new_inbox() + "."
+            await self._nc.subscribe(prefix + "*", cb=self._answer)
+            self._prefix = prefix
+
+    async def _answer(self, msg: Msg) -> None:
+        entry = self._waiting.get(msg.subject[len(self._prefix) :])
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(msg)
+
+    def _sweep(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for future, deadline in list(self._waiting.values()):
+            if deadline > now:
+                break
+            if not future.done():
+                future.set_exception(TimeoutError())
+        self._sweeper = None
+        if self._waiting:
+            self._sweeper = asyncio.get_running_loop().call_later(ACK_TIMEOUT_S / 4, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for future, _ in self._waiting.values():
+            if not future.done():
+                future.set_exception(LogError("the event log was closed"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +156,7 @@ class EventLog:
         self.config = config
         self.stream = config.stream
         self.root = config.subject_root
+        self._acks = _Acks(nc)
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, name: str = "ucloud") -> EventLog:
@@ -84,6 +172,7 @@ class EventLog:
     async def close(self) -> None:
         with contextlib.suppress(NatsError):
             await self.nc.drain()
+        self._acks.close()
 
     async def ensure_stream(self) -> js_api.StreamInfo:
         """Create the stream, or update it to the configured settings."""
@@ -108,32 +197,50 @@ class EventLog:
 
     async def append(self, event: Event, expected: int | None = None) -> int:
         """Append one event; returns its stream sequence. ``expected=0``: must be first."""
-        headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.tag()}
         aggregate_subjects = subject(event.aggregate, event.aggregate_id)
+        wire = self.physical(aggregate_subjects)
+        headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.tag()}
         if expected is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
-            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = self.physical(
-                aggregate_subjects
-            )
-        try:
-            ack = await self.js.publish(
-                self.physical(event.subject), encode(event), headers=headers
-            )
-        except APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE and expected is not None:
-                seq = await self._find(event.aggregate, event.aggregate_id, event.id)
-                if seq:
-                    return seq
-                raise ConflictError(aggregate_subjects, expected, exc.description or "") from exc
-            raise LogError(f"append {event.subject}: {exc}") from exc
-        except (NatsError, OSError) as exc:
-            raise LogError(f"append {event.subject}: {exc}") from exc
-        return int(ack.seq)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = wire
+        event_subject = wire[:-1] + event.event_name
+        ack = await self._publish(event_subject, encode(event), headers)
+        error = ack.error
+        if error is None:
+            return ack.seq
+        if error.err_code == WRONG_LAST_SEQUENCE and expected is not None:
+            seq = await self.find(event)
+            if seq:
+                return seq
+            raise ConflictError(aggregate_subjects, expected, error.description)
+        raise LogError(f"append {event.subject}: {_describe(error)}")
 
     async def append_raw(self, subject_: str, data: bytes, headers: dict[str, str]) -> int:
         """Publish bytes as they are (operators' tools and tests of bad input)."""
-        ack = await self.js.publish(self.physical(subject_), data, headers=headers)
-        return int(ack.seq)
+        ack = await self._publish(self.physical(subject_), data, headers)
+        if ack.error is not None:
+            raise LogError(f"append {subject_}: {_describe(ack.error)}")
+        return ack.seq
+
+    async def _publish(self, wire: str, data: bytes, headers: dict[str, str]) -> _PubAck:
+        try:
+            msg = await self._acks.request(wire, data, headers)
+        except TimeoutError as exc:
+            raise LogError(f"append {wire}: no acknowledgement in {ACK_TIMEOUT_S}s") from exc
+        except (NatsError, OSError) as exc:
+            raise LogError(f"append {wire}: {exc}") from exc
+        status = msg.headers.get("Status") if msg.headers else None
+        if status:
+            reason = "no stream takes this subject" if status == "503" else f"status {status}"
+            raise LogError(f"append {wire}: {reason}")
+        try:
+            return _ack_decoder.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            raise LogError(f"append {wire}: unreadable acknowledgement {msg.data!r}") from exc
+
+    async def find(self, event: Event) -> int:
+        """The sequence of ``event`` if it is stored in its aggregate, else 0."""
+        return await self._find(event.aggregate, event.aggregate_id, event.id)
 
     async def _find(self, aggregate: str, aggregate_id: str, event_id: str) -> int:
         events, _ = await self.load(aggregate, aggregate_id)
@@ -257,6 +364,12 @@ class EventLog:
             return logical
         return self.root + logical[len(SUBJECT_ROOT) :]
 
+    def logical(self, wire: str) -> str:
+        """The logical subject (``ucloud.evt...``) of a subject on the wire."""
+        if self.root == SUBJECT_ROOT or not wire.startswith(self.root):
+            return wire
+        return SUBJECT_ROOT + wire[len(self.root) :]
+
     def _logical(self, record: Record) -> Record:
         if self.root == SUBJECT_ROOT:
             return record
@@ -278,6 +391,10 @@ class EventLog:
         if headers.get("Status"):
             return 0
         return int(headers["Nats-Sequence"])
+
+
+def _describe(error: _ApiError) -> str:
+    return f"{error.description} (code {error.code}, error {error.err_code})"
 
 
 def _pending(msg: Msg) -> int:

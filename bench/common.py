@@ -1,0 +1,78 @@
+"""What every benchmark needs: embedded servers in a temporary directory, rates, a report.
+
+Run a benchmark as a module from the repository root (``python -m bench.append``). It
+prints its figures for people and, as the last line, one JSON object of metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ucloud.config import Config, EtcdConfig, NatsConfig
+from ucloud.servers import EmbeddedEtcd, EmbeddedNats
+
+
+@dataclass
+class BenchServers:
+    nats: EmbeddedNats
+    etcd: EmbeddedEtcd | None
+    directory: Path
+
+    def config(self, stream: str = "BENCH", prefix: str = "/bench/v1/") -> Config:
+        """A config pointing at these servers, with its own stream, subject root and prefix."""
+        endpoints = [self.etcd.endpoint] if self.etcd is not None else []
+        return Config(
+            data_dir=str(self.directory / "data"),
+            nats=NatsConfig(url=self.nats.url, stream=stream, subject_root=f"{stream.lower()}.evt"),
+            etcd=EtcdConfig(endpoints=endpoints, prefix=prefix),
+        )
+
+
+@contextlib.contextmanager
+def embedded_servers(*, etcd: bool = True) -> Iterator[BenchServers]:
+    """nats-server (and etcd unless ``etcd=False``) in a temporary directory, removed after."""
+    directory = Path(tempfile.mkdtemp(prefix="ucloud-bench-"))
+    started: list[EmbeddedNats | EmbeddedEtcd] = []
+    try:
+        nats_server = EmbeddedNats(directory / "nats").start()
+        started.append(nats_server)
+        etcd_server = EmbeddedEtcd(directory / "etcd", fsync=False).start() if etcd else None
+        if etcd_server is not None:
+            started.append(etcd_server)
+        yield BenchServers(nats_server, etcd_server, directory)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Stopwatch:
+    """Elapsed wall-clock seconds since it was made (or last restarted)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def restart(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def rate(count: int, seconds: float) -> float:
+    """Operations per second, rounded for printing."""
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def report(metrics: dict[str, Any]) -> None:
+    """Print the metrics as one JSON object: the last line a benchmark prints."""
+    print(json.dumps(metrics, sort_keys=True), flush=True)
