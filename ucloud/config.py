@@ -11,12 +11,14 @@ prefix).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -65,6 +67,41 @@ class GatewayConfig(_Section):
 
 class SchedulerConfig(_Section):
     policy: Literal["pack", "spread"] = "spread"
+    # Tries at one placement while other schedulers keep taking the chosen host first.
+    conflict_retries: Annotated[int, msgspec.Meta(ge=1)] = 16
+    # How long a scheduler waits for its capacity ledger to catch up after a conflict.
+    catch_up_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+
+def default_host_id() -> str:
+    """The machine's hostname as a subject token: ``node1.example.org`` -> ``node1-example-org``."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()).strip("-")[:128]
+    return name or "host"
+
+
+_Amount = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class HostConfig(_Section):
+    """This machine as a host. Capacity left out is detected (CPUs, MemTotal, data_dir disk)."""
+
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,128}$")] = msgspec.field(
+        default_factory=default_host_id
+    )
+    cpu: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    ram_mib: _Amount | None = None
+    ssd_mib: _Amount | None = None
+    hdd_mib: _Amount | None = None
+    address: str = ""  # underlay IPv6 address (VXLAN source); empty: none yet
+    router: bool = False  # runs radvd for networks with IPAM "auto"
+    lease_ttl_s: Annotated[int, msgspec.Meta(ge=2)] = 10  # liveness: down after this long
+
+    def __post_init__(self) -> None:
+        if self.address:
+            try:
+                ipaddress.IPv6Address(self.address)
+            except ValueError as exc:
+                raise ValueError(f"address {self.address!r} is not an IPv6 address") from exc
 
 
 class ConsumerConfig(_Section):
@@ -80,6 +117,7 @@ class Config(_Section):
     etcd: EtcdConfig = msgspec.field(default_factory=EtcdConfig)
     gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    host: HostConfig = msgspec.field(default_factory=HostConfig)
     consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
 
 
