@@ -19,6 +19,11 @@ from ucloud.errors import UcloudError
 _GROUPS = (
     "ucloud.cli.schemas_cmd",
     "ucloud.cli.replay_cmd",
+    "ucloud.cli.login_cmd",
+    "ucloud.cli.user_cmd",
+    "ucloud.cli.key_cmd",
+    "ucloud.cli.vm_cmd",
+    "ucloud.cli.host_cmd",
 )
 
 

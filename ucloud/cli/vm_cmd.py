@@ -1,0 +1,206 @@
+"""``ucloud vm create|list|show|start|stop|delete|migrate|events``.
+
+The lifecycle verbs answer as soon as the gateway accepted the request (202); ``--wait``
+follows the VM until it gets there (see ``ucloud.client.wait``), printing each status change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from collections.abc import Mapping
+from typing import Any, get_args
+
+from ucloud.client.args import add_client_options, emit, note, open_gateway, size_arg
+from ucloud.client.http import GatewayClient, path
+from ucloud.client.output import render_events, render_vm, render_vms
+from ucloud.client.wait import GONE, Target, View, follow
+from ucloud.errors import ApiError
+from ucloud.projections.views import VmStatus
+
+POLL_INTERVAL_S = 0.3
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("vm", help="create and manage virtual machines")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    create = verbs.add_parser("create", help="create a VM")
+    create.add_argument("name", help="VM name (unique among your VMs)")
+    create.add_argument("--image", required=True, help="image id or name")
+    create.add_argument("--cpu", required=True, type=_positive, help="virtual CPUs")
+    create.add_argument("--ram", required=True, type=size_arg, help="RAM: GiB, or 512M, 2G")
+    create.add_argument("--ssd", required=True, type=size_arg, help="SSD disk: GiB, or 20G, 1T")
+    create.add_argument("--hdd", type=size_arg, help="HDD disk: GiB, or 100G, 2T")
+    create.add_argument(
+        "--net", action="append", default=[], metavar="NAME", help="network (repeatable)"
+    )
+    create.add_argument(
+        "--key",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="SSH key id or name (repeatable; default: all your keys)",
+    )
+    create.add_argument("--restart", choices=("always", "never"), help="restart policy")
+    _add_wait_options(create, "running")
+    create.set_defaults(func=_create)
+
+    listing = verbs.add_parser("list", help="list your VMs (an admin sees all)")
+    add_client_options(listing)
+    listing.set_defaults(func=_list)
+
+    show = verbs.add_parser("show", help="show one VM")
+    show.add_argument("id", help="VM id or name")
+    add_client_options(show)
+    show.set_defaults(func=_show)
+
+    for verb, target, summary in (
+        ("start", "running", "start a stopped VM"),
+        ("stop", "stopped", "stop a VM"),
+        ("delete", GONE, "delete a VM and its disks"),
+    ):
+        action = verbs.add_parser(verb, help=summary)
+        action.add_argument("id", help="VM id or name")
+        _add_wait_options(action, target)
+        action.set_defaults(func=functools.partial(_lifecycle, verb))
+
+    migrate = verbs.add_parser("migrate", help="move a VM to another host")
+    migrate.add_argument("id", help="VM id or name")
+    migrate.add_argument("--host", help="the host to move to (default: the scheduler picks)")
+    _add_wait_options(migrate, "running")
+    migrate.set_defaults(func=_migrate)
+
+    events = verbs.add_parser("events", help="the VM's audit trail")
+    events.add_argument("id", help="VM id or name")
+    add_client_options(events)
+    events.set_defaults(func=_events)
+
+
+def _add_wait_options(parser: argparse.ArgumentParser, target: str) -> None:
+    wanted = "gone" if target == GONE else target
+    parser.add_argument("--wait", action="store_true", help=f"wait until the VM is {wanted}")
+    parser.add_argument(
+        "--until",
+        choices=get_args(VmStatus),
+        metavar="STATUS",
+        help=f"wait until the VM reaches STATUS instead of {wanted} (implies --wait)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"give up waiting after this many seconds (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.set_defaults(target=target)
+    add_client_options(parser)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _create(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "name": args.name,
+        "image": args.image,
+        "cpu": args.cpu,
+        "ram": args.ram,
+        "ssd": args.ssd,
+    }
+    if args.hdd is not None:
+        body["hdd"] = args.hdd
+    if args.net:
+        body["networks"] = args.net
+    if args.key is not None:
+        body["keys"] = args.key
+    if args.restart is not None:
+        body["restart"] = args.restart
+    with open_gateway(args) as gateway:
+        vm = gateway.post("/v1/vms", body)
+        return _finish(args, gateway, vm, Target(args.until or args.target))
+
+
+def _lifecycle(verb: str, args: argparse.Namespace) -> int:
+    with open_gateway(args) as gateway:
+        if verb == "delete":
+            vm = gateway.delete(path("v1", "vms", args.id))
+        else:
+            vm = gateway.post(path("v1", "vms", args.id, verb))
+        return _finish(args, gateway, vm, Target(args.until or args.target))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    with open_gateway(args) as gateway:
+        before = gateway.get(path("v1", "vms", args.id))
+        body = {"host": args.host} if args.host else {}
+        vm = gateway.post(path("v1", "vms", args.id, "migrate"), body)
+        target = Target(args.until or args.target, away_from=str(before.get("host") or ""))
+        return _finish(args, gateway, vm, target)
+
+
+def _finish(args: argparse.Namespace, gateway: GatewayClient, vm: View, target: Target) -> int:
+    """Print the accepted VM, or wait for it to reach ``target`` and print where it got."""
+    if not (args.wait or args.until):
+        emit(args, vm, render_vm)
+        return 0
+    vm_id = str(vm["id"])
+    final = follow(
+        functools.partial(_fetch, gateway, vm_id),
+        target,
+        name=str(vm.get("name") or vm_id),
+        first=vm,
+        timeout=args.timeout,
+        interval=POLL_INTERVAL_S,
+        report=functools.partial(note, args),
+    )
+    if final is not None:
+        emit(args, final, render_vm)
+    elif args.output == "json":
+        emit(args, {"id": vm_id, "status": GONE}, render_vm)
+    return 0
+
+
+def _fetch(gateway: GatewayClient, vm_id: str) -> Mapping[str, Any] | None:
+    try:
+        view: Mapping[str, Any] = gateway.get(path("v1", "vms", vm_id))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return view
+
+
+def _list(args: argparse.Namespace) -> int:
+    with open_gateway(args) as gateway:
+        emit(args, gateway.get("/v1/vms"), render_vms)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with open_gateway(args) as gateway:
+        emit(args, gateway.get(path("v1", "vms", args.id)), render_vm)
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    with open_gateway(args) as gateway:
+        emit(args, gateway.get(path("v1", "vms", args.id, "events")), render_events)
+    return 0

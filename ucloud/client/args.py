@@ -1,0 +1,63 @@
+"""What the client commands share: ``--url``, ``--data-dir``, ``-o``, opening the gateway.
+
+Only the command layer reads the environment; it hands a mapping to the pure resolution
+in ``credentials``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ucloud.cli.common import add_server_options
+from ucloud.client.credentials import config_dir, load_credentials, resolve_token, resolve_url
+from ucloud.client.http import GatewayClient, quiet_http_logging
+from ucloud.client.output import Renderer, render
+from ucloud.client.sizes import parse_size, wire_size
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="gateway URL (default: UCLOUD_URL, then the login's)")
+    add_server_options(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table for people (default) or the gateway's JSON for scripts",
+    )
+
+
+def size_arg(text: str) -> str:
+    """argparse type of a size: a typo is a usage error (exit 2) before anything is sent."""
+    try:
+        return wire_size(parse_size(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def environment() -> Mapping[str, str]:
+    return os.environ
+
+
+def open_gateway(args: argparse.Namespace, *, authenticated: bool = True) -> GatewayClient:
+    """A client of the gateway the arguments and the environment point at, logged in."""
+    if not getattr(args, "verbose", False):
+        quiet_http_logging()
+    env = environment()
+    stored = load_credentials(config_dir(env))
+    url = resolve_url(args.url, env, stored, args.data_dir)
+    token = resolve_token(env, stored, url) if authenticated else None
+    return GatewayClient(url, token)
+
+
+def emit(args: argparse.Namespace, data: Any, renderer: Renderer) -> None:
+    print(render(data, args.output, renderer))
+
+
+def note(args: argparse.Namespace, text: str) -> None:
+    """A message for people: stdout with tables, stderr with ``-o json`` (stdout stays JSON)."""
+    print(text, file=sys.stderr if args.output == "json" else sys.stdout)

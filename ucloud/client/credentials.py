@@ -1,0 +1,117 @@
+"""Where the client keeps its login, and how it finds the gateway.
+
+The login is one JSON file, ``credentials.json`` in ``$UCLOUD_CONFIG_DIR`` (default
+``~/.config/ucloud``), mode 0600 in a 0700 directory: the token and the gateway URL it
+was issued by.
+
+The gateway URL, first found wins: ``--url``; ``UCLOUD_URL``; the stored login's URL;
+``--data-dir``'s ``up.json`` (its ``gateway``); ``http://[::1]:8080``.
+The token: ``UCLOUD_TOKEN``; else the stored one, but only when it was issued by the gateway
+about to be asked, so a token is never sent to another server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from ucloud.cli.common import read_up
+from ucloud.errors import ConfigError, InputError, NotLoggedIn
+
+DEFAULT_URL = "http://[::1]:8080"
+CREDENTIALS_FILE = "credentials.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Credentials:
+    url: str
+    token: str = field(repr=False)
+    name: str = ""
+    realm: str = ""
+    expires_at: str = ""
+
+
+def config_dir(env: Mapping[str, str]) -> Path:
+    if env.get("UCLOUD_CONFIG_DIR"):
+        return Path(env["UCLOUD_CONFIG_DIR"])
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".config" / "ucloud"
+
+
+def load_credentials(directory: Path) -> Credentials | None:
+    """The stored login, or None when there is none."""
+    path = directory / CREDENTIALS_FILE
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Credentials)
+    except FileNotFoundError:
+        return None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(str(path), f"not a valid login ({exc}); run `ucloud login`") from exc
+
+
+def save_credentials(directory: Path, credentials: Credentials) -> Path:
+    """Write the login readable by its owner only, replacing any earlier one atomically."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / CREDENTIALS_FILE
+    tmp = directory / f".{CREDENTIALS_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, msgspec.json.format(msgspec.json.encode(credentials)) + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_credentials(directory: Path) -> bool:
+    """Forget the stored login; False when there was none."""
+    with contextlib.suppress(FileNotFoundError):
+        (directory / CREDENTIALS_FILE).unlink()
+        return True
+    return False
+
+
+def resolve_url(
+    flag: str | None,
+    env: Mapping[str, str],
+    stored: Credentials | None,
+    data_dir: Path | None,
+) -> str:
+    """The gateway to talk to (see the module docstring for the order)."""
+    if flag:
+        return _checked(flag, "--url")
+    if env.get("UCLOUD_URL"):
+        return _checked(env["UCLOUD_URL"], "UCLOUD_URL")
+    if stored is not None and stored.url:
+        return _checked(stored.url, CREDENTIALS_FILE)
+    if data_dir is not None:
+        gateway = read_up(data_dir).gateway
+        if not gateway:
+            raise ConfigError("--data-dir", f"{data_dir} names no gateway: is it running there?")
+        return _checked(gateway, "--data-dir")
+    return DEFAULT_URL
+
+
+def resolve_token(env: Mapping[str, str], stored: Credentials | None, url: str) -> str:
+    """The bearer token for ``url``; NotLoggedIn says why there is none."""
+    if env.get("UCLOUD_TOKEN"):
+        return env["UCLOUD_TOKEN"]
+    if stored is None or not stored.token:
+        raise NotLoggedIn(f"no stored login in {config_dir(env)} and UCLOUD_TOKEN is not set")
+    if stored.url.rstrip("/") != url:
+        raise NotLoggedIn(f"the stored login is for {stored.url}, not {url}")
+    return stored.token
+
+
+def _checked(url: str, source: str) -> str:
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise InputError(source, f"{url!r} is not an http:// or https:// URL")
+    return url

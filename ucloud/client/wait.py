@@ -1,0 +1,129 @@
+"""Following a VM until it reaches a status (``--wait``).
+
+Theory of operation: the CLI polls ``GET /v1/vms/{id}`` and hands each answer (the view,
+or None once it answers 404) to ``judge``, which decides from the target alone whether the
+wait is over, has failed or goes on. ``judge`` reads no clock and does no I/O; ``follow``
+is the loop around it, with the clock, the sleep and the printer passed in.
+
+- The create path ``requested -> scheduled -> starting -> running`` is ordered: waiting for
+  ``scheduled`` is also over when the VM is already ``starting`` or ``running`` (a poll
+  can miss a short-lived status).
+- ``failed`` and ``lost`` end every wait but one for ``gone``; so does ``deleting`` (someone
+  deleted it) and a 404; ``crashed`` ends a wait for ``running`` only when the VM's restart
+  policy is ``never`` (otherwise hostd restarts it).
+- A migration is over when the VM runs on a host other than the one it left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ucloud.errors import WaitFailed
+
+GONE = "gone"
+CREATE_PATH = ("requested", "scheduled", "starting", "running")
+_FATAL = ("failed", "lost")
+
+View = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    status: str  # a VM status, or GONE
+    away_from: str = ""  # a migration: the host the VM must leave
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True)
+class Pending:
+    pass
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+
+
+Verdict = Done | Pending | Failed
+
+
+def judge(target: Target, view: View | None) -> Verdict:
+    """Whether a poll that saw ``view`` (None: 404) ends the wait for ``target``."""
+    if view is None:
+        return Done() if target.status == GONE else Failed("no longer exists")
+    status = str(view.get("status", ""))
+    host = str(view.get("host") or "")
+    if target.status == GONE:
+        return Pending()
+    if _reached(target.status, status):
+        if target.away_from and host in ("", target.away_from):
+            return Pending()
+        return Done()
+    reason = str(view.get("reason") or "")
+    if status in _FATAL:
+        return Failed(f"is {status}" + (f": {reason}" if reason else ""))
+    if status == "deleting":
+        return Failed("is being deleted")
+    if status == "crashed" and target.status == "running" and view.get("restart") == "never":
+        return Failed("crashed and its restart policy is never" + (f": {reason}" if reason else ""))
+    return Pending()
+
+
+def progress(name: str, before: str | None, view: View | None) -> str:
+    """The line printed when the status changes: ``web: requested -> scheduled on h1``."""
+    status = GONE if view is None else str(view.get("status", ""))
+    line = f"{name}: {status}" if before is None else f"{name}: {before} -> {status}"
+    host = "" if view is None else str(view.get("host") or "")
+    return f"{line} on {host}" if host and status != GONE else line
+
+
+def follow(
+    fetch: Callable[[], View | None],
+    target: Target,
+    *,
+    name: str,
+    first: View | None,
+    timeout: float,
+    interval: float,
+    report: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> View | None:
+    """Poll until ``judge`` says done; the last view (None when gone). WaitFailed otherwise."""
+    deadline = clock() + timeout
+    seen: str | None = None
+    view = first
+    while True:
+        status = GONE if view is None else str(view.get("status", ""))
+        if status != seen:
+            report(progress(name, seen, view))
+            seen = status
+        verdict = judge(target, view)
+        if isinstance(verdict, Done):
+            return view
+        if isinstance(verdict, Failed):
+            raise WaitFailed(f"vm {name} {verdict.reason}")
+        left = deadline - clock()
+        if left <= 0:
+            wanted = target.status + (f" away from {target.away_from}" if target.away_from else "")
+            raise WaitFailed(
+                f"gave up waiting for vm {name} to be {wanted} after {timeout:g}s "
+                f"(last status: {status}); see `ucloud vm show {name}`"
+            )
+        sleep(min(interval, left))
+        view = fetch()
+
+
+def _reached(wanted: str, status: str) -> bool:
+    if status == wanted:
+        return True
+    if wanted in CREATE_PATH and status in CREATE_PATH:
+        return CREATE_PATH.index(status) >= CREATE_PATH.index(wanted)
+    return False
