@@ -3,6 +3,7 @@
 from ucloud.events.base import Cause, Event, parse_subject, subject
 from ucloud.events.codec import AGGREGATES, BY_TAG, EVENT_TYPES, AnyEvent, decode, encode
 from ucloud.events.host import *  # noqa: F403
+from ucloud.events.order import *  # noqa: F403
 from ucloud.events.resources import *  # noqa: F403
 from ucloud.events.types import NOTHING, Ipam, Nic, Resources, RestartPolicy, StoreKind
 from ucloud.events.vm import *  # noqa: F403

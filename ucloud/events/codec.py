@@ -11,12 +11,13 @@ import msgspec
 from ucloud.errors import DecodeError
 from ucloud.events.base import Event
 from ucloud.events.host import HOST_EVENTS
+from ucloud.events.order import ORDER_EVENTS
 from ucloud.events.resources import RESOURCE_EVENTS
 from ucloud.events.vm import VM_EVENTS
 
-EVENT_TYPES: tuple[type[Event], ...] = VM_EVENTS + HOST_EVENTS + RESOURCE_EVENTS
+EVENT_TYPES: tuple[type[Event], ...] = VM_EVENTS + HOST_EVENTS + RESOURCE_EVENTS + ORDER_EVENTS
 BY_TAG: dict[str, type[Event]] = {cls.tag(): cls for cls in EVENT_TYPES}
-AGGREGATES = ("vm", "host", "net", "image", "file", "user", "pool")
+AGGREGATES = ("vm", "host", "net", "image", "file", "user", "pool", "order")
 
 AnyEvent = Union[EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007
 
