@@ -10,9 +10,10 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from ucloud.cli.common import add_server_options
+from ucloud.cli.common import UP_FILE, add_server_options, default_data_dir
 from ucloud.client.credentials import config_dir, load_credentials, resolve_token, resolve_url
 from ucloud.client.http import GatewayClient, quiet_http_logging
 from ucloud.client.output import Renderer, render
@@ -49,9 +50,15 @@ def open_gateway(args: argparse.Namespace, *, authenticated: bool = True) -> Gat
         quiet_http_logging()
     env = environment()
     stored = load_credentials(config_dir(env))
-    url = resolve_url(args.url, env, stored, args.data_dir)
+    url = resolve_url(args.url, env, stored, args.data_dir or _running_all_in_one())
     token = resolve_token(env, stored, url) if authenticated else None
     return GatewayClient(url, token)
+
+
+def _running_all_in_one() -> Path | None:
+    """The default data directory when a ``ucloud up`` runs there (it has an up.json)."""
+    running = default_data_dir()
+    return running if (running / UP_FILE).exists() else None
 
 
 def emit(args: argparse.Namespace, data: Any, renderer: Renderer) -> None:

@@ -5,7 +5,8 @@ The login is one JSON file, ``credentials.json`` in ``$UCLOUD_CONFIG_DIR`` (defa
 was issued by.
 
 The gateway URL, first found wins: ``--url``; ``UCLOUD_URL``; the stored login's URL;
-``--data-dir``'s ``up.json`` (its ``gateway``); ``http://[::1]:8080``.
+``--data-dir``'s ``up.json`` (its ``gateway``; without ``--data-dir``, that of an
+all-in-one running on the default data directory); ``http://[::1]:8080``.
 The token: ``UCLOUD_TOKEN``; else the stored one, but only when it was issued by the gateway
 about to be asked, so a token is never sent to another server.
 """
