@@ -32,6 +32,7 @@ Service = Callable[[ServiceContext], Awaitable[None]]
 # name -> "module:function". Order is start order in ``ucloud up``.
 SERVICES: dict[str, str] = {
     "projector": "ucloud.projections.projector:run",
+    "gateway": "ucloud.gateway.service:run",
 }
 
 
