@@ -16,7 +16,9 @@ Keys, relative to the configured prefix (``/ucloud/v1/``):
     _checkpoint/<projection>     last applied stream sequence (decimal)
     _poison/<seq>                PoisonView: a message that did not decode
 
-Values are msgspec JSON (deterministic), index values plain UTF-8.
+Values are msgspec JSON (deterministic), index values plain UTF-8. The key families of
+``PROJECTED`` belong to the projector alone (a rebuild deletes them); other writers keep
+their keys outside them. The ``*_key`` functions spell every key; ``decode_value`` reads one.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class HostView(msgspec.Struct, frozen=True, kw_only=True):
     drained: bool = False
     state: HostState = "up"
     registered_at: datetime | None = None
+    # vm id -> what its placement reserved, so that vm_released frees exactly that
+    reserved: dict[str, Resources] = msgspec.field(default_factory=dict)
 
 
 NetStatus = Literal["requested", "created", "failed", "deleting"]
@@ -142,7 +146,130 @@ class PoisonView(msgspec.Struct, frozen=True, kw_only=True):
     seen_by: str
 
 
+View = VmView | HostView | NetView | ImageView | FileView | UserView
+Value = View | str  # what a projection key holds: a view, or an index's plain text
+
+CHECKPOINT = "_checkpoint/"
+POISON = "_poison/"
+# The key families the projector owns under the prefix. Other writers keep their keys
+# elsewhere (``alive/``, secrets): a rebuild deletes these families and nothing else.
+VIEW_TYPES: dict[str, type[View]] = {
+    "vm": VmView,
+    "host": HostView,
+    "net": NetView,
+    "image": ImageView,
+    "file": FileView,
+    "user": UserView,
+}
+PROJECTED = (*(f"{kind}/" for kind in VIEW_TYPES), "idx/", POISON)
+
+
+def vm_key(vm: str) -> str:
+    return f"vm/{vm}"
+
+
+def host_key(host: str) -> str:
+    return f"host/{host}"
+
+
+def net_key(net: str) -> str:
+    return f"net/{net}"
+
+
+def image_key(image: str) -> str:
+    return f"image/{image}"
+
+
+def file_key(file: str) -> str:
+    return f"file/{file}"
+
+
+def user_key(name: str) -> str:
+    return f"user/{name}"
+
+
+def mac_key(mac: str) -> str:
+    return f"idx/mac/{mac}"
+
+
+def owner_key(owner: str, kind: str, id_: str) -> str:
+    return f"idx/owner/{owner}/{kind}/{id_}"
+
+
+def name_key(owner: str, kind: str, name: str) -> str:
+    return f"idx/name/{owner}/{kind}/{name}"
+
+
+def vni_key(vni: int) -> str:
+    return f"idx/vni/{vni}"
+
+
+def net_vm_key(net: str, vm: str) -> str:
+    return f"idx/net/{net}/{vm}"
+
+
+def checkpoint_key(projection: str = "main") -> str:
+    return f"{CHECKPOINT}{projection}"
+
+
+def poison_key(seq: int) -> str:
+    return f"{POISON}{seq}"
+
+
+def is_projected(key: str) -> bool:
+    """Whether ``key`` (relative to the prefix) is one the projector writes."""
+    kind, sep, rest = key.partition("/")
+    if not sep or not rest:
+        return False
+    if kind in VIEW_TYPES:
+        return "/" not in rest
+    return kind in ("idx", "_poison")
+
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_decoders = {kind: msgspec.json.Decoder(cls) for kind, cls in VIEW_TYPES.items()}
+
+
+def encode_value(value: msgspec.Struct | str) -> bytes:
+    """The stored bytes of a view (deterministic msgspec JSON) or an index (UTF-8)."""
+    if isinstance(value, str):
+        return value.encode()
+    return _encoder.encode(value)
+
+
+def decode_value(key: str, data: bytes) -> Value:
+    """The view or index value stored at ``key`` (relative to the prefix)."""
+    kind = key.split("/", 1)[0]
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        return data.decode()
+    view: View = decoder.decode(data)
+    return view
+
+
 __all__ = [
+    "CHECKPOINT",
+    "POISON",
+    "PROJECTED",
+    "VIEW_TYPES",
+    "Value",
+    "View",
+    "checkpoint_key",
+    "decode_value",
+    "encode_value",
+    "file_key",
+    "host_key",
+    "image_key",
+    "is_projected",
+    "mac_key",
+    "name_key",
+    "net_key",
+    "net_vm_key",
+    "owner_key",
+    "poison_key",
+    "user_key",
+    "vm_key",
+    "vni_key",
     "FileView",
     "HostView",
     "ImageView",
