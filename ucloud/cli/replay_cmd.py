@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_VERBS: tuple[str, ...] = ()
+_VERBS: tuple[str, ...] = ("ucloud.cli.replay_rebuild",)
 
 
 def register(sub: Any) -> None:
