@@ -1,0 +1,92 @@
+"""The Starlette application: REST under ``/v1``, health, metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from ucloud.errors import UcloudError
+from ucloud.gateway import openapi, routes_auth, routes_hosts, routes_users, routes_vms
+from ucloud.gateway.http import Endpoint, adapt, json_response
+from ucloud.gateway.metrics import CONTENT_TYPE, MetricsMiddleware
+from ucloud.gateway.state import Gateway
+
+log = logging.getLogger(__name__)
+_HEALTHY = b'{"status":"ok"}'
+
+
+def endpoints(gw: Gateway) -> list[Endpoint]:
+    return [
+        *routes_auth.endpoints(gw),
+        *routes_users.endpoints(gw),
+        *routes_vms.endpoints(gw),
+        *routes_hosts.endpoints(gw),
+    ]
+
+
+def build_app(gw: Gateway) -> ASGIApp:
+    """The ASGI app of the gateway ``gw`` (already opened)."""
+    declared = endpoints(gw)
+    document = msgspec.json.encode(openapi.document(declared, _version()))
+    limit = gw.config.gateway.max_request_bytes
+
+    async def healthz(request: Request) -> Response:
+        return Response(_HEALTHY, media_type="application/json")
+
+    async def metrics(request: Request) -> Response:
+        gauges: list[tuple[str, str, float]] = [
+            ("ucloud_projection_checkpoint", "Last stream sequence the projection applied.",
+             gw.mirror.checkpoint),
+        ]
+        try:
+            last = await gw.log.last_sequence()
+        except Exception as exc:  # noqa: BLE001 - metrics must answer even without NATS
+            log.warning("metrics: stream sequence unavailable: %s", exc)
+        else:
+            gauges += [
+                ("ucloud_stream_last_sequence", "Last sequence in the event stream.", last),
+                ("ucloud_projection_lag_events", "Stream events the projection has not applied.",
+                 max(0, last - gw.mirror.checkpoint)),
+            ]
+        vms = len(gw.mirror.vms.by_id)
+        gauges.append(("ucloud_gateway_vms", "VMs in the gateway's view.", vms))
+        return Response(gw.metrics.render(gauges), media_type=CONTENT_TYPE)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        reason = {404: "no such path", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+        return json_response(exc.status_code, {"error": reason, "field": ""}, exc.headers)
+
+    async def crash(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        reason = str(exc) if isinstance(exc, UcloudError) else "internal error"
+        return json_response(500, {"error": reason, "field": ""})
+
+    routes = [adapt(e, gw.auth.authenticate, limit) for e in declared]
+    routes += [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, Exception: crash}
+    )
+    return MetricsMiddleware(app, gw.metrics)
+
+
+def _version() -> str:
+    try:
+        return version("ucloud")
+    except PackageNotFoundError:
+        return "0"

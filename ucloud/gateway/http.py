@@ -1,0 +1,196 @@
+"""How an endpoint is declared, and the one place that turns requests into answers.
+
+An ``Endpoint`` names its method, path, body type, answer type, status and who may call it;
+routes and the OpenAPI document are both built from the same declarations. The adapter
+authenticates, decodes the body with msgspec (unknown fields refused), calls the handler
+and encodes its answer. Every error becomes ``{"error": reason, "field": field}`` with the
+error's status; a failure of the log or the store is a 503, an answer whose projection
+did not catch up in time a 504 (the request was accepted), anything unexpected a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ucloud.errors import (
+    Forbidden,
+    InputError,
+    LogError,
+    ProjectionBehind,
+    RateLimited,
+    StoreError,
+    UcloudError,
+)
+from ucloud.gateway.auth import Principal
+
+log = logging.getLogger(__name__)
+
+Access = Literal["public", "user", "admin"]
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as a handler sees it."""
+
+    principal: Principal
+    params: dict[str, str]
+    body: Any
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a handler returns: a status and a body (a Struct, a list, raw JSON, or None)."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Call], Awaitable[Answer]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    status: int = 200
+    body: type | None = None
+    answer: Any = None  # the answer's type, for the OpenAPI document
+    access: Access = "user"
+    errors: tuple[int, ...] = ()
+    optional_body: bool = False  # an empty body means the body type's defaults
+
+
+class RawJson(bytes):
+    """JSON already encoded (views as the projection stores them)."""
+
+
+def raw_list(items: list[bytes]) -> RawJson:
+    return RawJson(b"[" + b",".join(items) + b"]")
+
+
+_encoder = msgspec.json.Encoder()
+_ANONYMOUS = Principal(name="", realm="")
+
+
+def encode(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return bytes(body)
+    return _encoder.encode(body)
+
+
+def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    content = b"" if body is None else encode(body)
+    media = JSON if body is not None else None
+    return Response(content, status_code=status, media_type=media, headers=headers)
+
+
+def error_response(exc: InputError) -> Response:
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return json_response(exc.status, {"error": exc.reason, "field": exc.field}, headers)
+
+
+def adapt(
+    endpoint: Endpoint, authenticate: Callable[[str | None], Principal], max_body: int
+) -> Route:
+    """The Starlette route of an endpoint."""
+    decoder: msgspec.json.Decoder[Any] | None = None
+    if endpoint.body is not None:
+        decoder = msgspec.json.Decoder(endpoint.body)
+
+    async def asgi(request: Request) -> Response:
+        try:
+            principal = _ANONYMOUS
+            if endpoint.access != "public":
+                principal = authenticate(request.headers.get("authorization"))
+                if endpoint.access == "admin" and not principal.admin:
+                    raise Forbidden("realm", "only the admin realm may do this")
+            body = None
+            if decoder is not None:
+                data = await read_body(request, max_body)
+                if endpoint.optional_body and not data.strip():
+                    data = b"{}"
+                body = decode_body(decoder, data)
+            answer = await endpoint.handler(
+                Call(principal=principal, params=request.path_params, body=body, request=request)
+            )
+        except InputError as exc:
+            return error_response(exc)
+        except ProjectionBehind as exc:
+            return json_response(504, {"error": str(exc), "field": ""})
+        except (LogError, StoreError) as exc:
+            log.warning("%s %s: %s", endpoint.method, endpoint.path, exc)
+            return json_response(503, {"error": "backend unavailable, try again", "field": ""})
+        except UcloudError as exc:
+            log.warning("%s %s: %s", endpoint.method, endpoint.path, exc)
+            return json_response(500, {"error": str(exc), "field": ""})
+        except Exception:
+            log.exception("%s %s failed", endpoint.method, endpoint.path)
+            return json_response(500, {"error": "internal error", "field": ""})
+        return json_response(answer.status, answer.body, answer.headers)
+
+    return Route(endpoint.path, asgi, methods=[endpoint.method], name=endpoint.path)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, or InputError (413) once it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge("", f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge("", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class TooLarge(InputError):
+    status = 413
+
+
+def decode_body(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
+    """The decoded body; InputError naming the field msgspec complained about."""
+    if not data.strip():
+        raise InputError("", "a JSON body is required")
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InputError(*field_and_reason(str(exc))) from exc
+    except msgspec.DecodeError as exc:
+        raise InputError("", f"body is not valid JSON: {exc}") from exc
+
+
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD_IN = re.compile(r"Object (?:contains unknown|missing required) field `(?P<f>[^`]+)`")
+
+
+def field_and_reason(message: str) -> tuple[str, str]:
+    """msgspec's "reason - at `$.a[0].b`" as ("a[0].b", reason), naming missing/unknown fields."""
+    match = _AT.match(message)
+    assert match is not None
+    reason, path = match["reason"], (match["path"] or "").lstrip(".")
+    named = _FIELD_IN.match(reason)
+    if named:
+        path = f"{path}.{named['f']}" if path else named["f"]
+        reason = "unknown field" if "unknown" in reason else "required field is missing"
+    return path, reason

@@ -1,0 +1,190 @@
+"""An in-memory copy of the projection, kept current by an etcd watch.
+
+The gateway answers reads from here: a GET is a dictionary lookup and the stored JSON bytes
+go out as they are, so reads cost the store nothing. The mirror loads the prefix once, then
+follows a watch from the revision it loaded at. If the watch breaks (etcd restarted,
+compacted), it loads again.
+
+Read-your-writes: the projector writes its checkpoint in the same transaction as the views,
+and etcd delivers the changes of one revision together, so once the mirror's checkpoint has
+reached a sequence every view as of that sequence is in the mirror. ``caught_up(seq)``
+waits for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import msgspec
+
+from ucloud.errors import StoreError
+from ucloud.projections.views import HostView, ImageView, NetView, UserView, VmView
+from ucloud.store import Store
+
+log = logging.getLogger(__name__)
+
+V = TypeVar("V")
+_RETRY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Generic[V]):
+    view: V
+    raw: bytes
+
+
+class Kind(Generic[V]):
+    """The views of one kind (``vm/<id>`` ...), by id and by owner."""
+
+    def __init__(
+        self, view_type: type[V], owner_and_name: Callable[[V], tuple[str, str]] | None = None
+    ) -> None:
+        self._decoder = msgspec.json.Decoder(view_type)
+        self._owner_and_name = owner_and_name
+        self.by_id: dict[str, Entry[V]] = {}
+        self.by_owner: dict[str, dict[str, Entry[V]]] = {}
+        self.by_name: dict[tuple[str, str], str] = {}  # (owner, name) -> id
+
+    def put(self, ident: str, raw: bytes) -> None:
+        view = self._decoder.decode(raw)
+        self.delete(ident)
+        entry = Entry(view, raw)
+        self.by_id[ident] = entry
+        if self._owner_and_name is not None:
+            owner, name = self._owner_and_name(view)
+            self.by_owner.setdefault(owner, {})[ident] = entry
+            self.by_name[(owner, name)] = ident
+
+    def delete(self, ident: str) -> None:
+        old = self.by_id.pop(ident, None)
+        if old is None or self._owner_and_name is None:
+            return
+        owner, name = self._owner_and_name(old.view)
+        mine = self.by_owner.get(owner)
+        if mine is not None:
+            mine.pop(ident, None)
+            if not mine:
+                del self.by_owner[owner]
+        if self.by_name.get((owner, name)) == ident:
+            del self.by_name[(owner, name)]
+
+    def clear(self) -> None:
+        self.by_id.clear()
+        self.by_owner.clear()
+        self.by_name.clear()
+
+    def named(self, owner: str, name: str) -> Entry[V] | None:
+        ident = self.by_name.get((owner, name))
+        return None if ident is None else self.by_id.get(ident)
+
+    def get(self, ident: str) -> Entry[V] | None:
+        return self.by_id.get(ident)
+
+    def of_owner(self, owner: str) -> Iterable[Entry[V]]:
+        return self.by_owner.get(owner, {}).values()
+
+    def all(self) -> Iterable[Entry[V]]:
+        return self.by_id.values()
+
+
+class Mirror:
+    """The projection under ``prefix``, in memory."""
+
+    def __init__(self, store: Store, prefix: str, projection: str = "main") -> None:
+        self.store = store
+        self.prefix = prefix
+        self.vms: Kind[VmView] = Kind(VmView, lambda v: (v.owner, v.name))
+        self.hosts: Kind[HostView] = Kind(HostView)
+        self.nets: Kind[NetView] = Kind(NetView, lambda v: (v.owner, v.name))
+        self.images: Kind[ImageView] = Kind(ImageView, lambda v: (v.owner, v.name))
+        self.users: Kind[UserView] = Kind(UserView)
+        self._kinds: dict[str, Kind[object]] = {
+            "vm": self.vms,  # type: ignore[dict-item]
+            "host": self.hosts,  # type: ignore[dict-item]
+            "net": self.nets,  # type: ignore[dict-item]
+            "image": self.images,  # type: ignore[dict-item]
+            "user": self.users,  # type: ignore[dict-item]
+        }
+        self._checkpoint_key = f"_checkpoint/{projection}"
+        self.checkpoint = 0
+        self._moved = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the projection and follow it; returns once the first load is done."""
+        revision = await self._load()
+        self._task = asyncio.create_task(self._follow(revision), name="gateway-mirror")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def caught_up(self, seq: int, timeout: float) -> bool:
+        """Wait until the checkpoint reaches ``seq``; False when ``timeout`` passes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.checkpoint < seq:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            moved = self._moved
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(moved.wait(), left)
+        return True
+
+    async def _load(self) -> int:
+        revision = await self.store.revision()
+        items = await self.store.get_prefix(self.prefix)
+        for kind in self._kinds.values():
+            kind.clear()
+        self.checkpoint = 0
+        for key, value in items:
+            self._apply(key, value)
+        self._notify()
+        return revision
+
+    async def _follow(self, revision: int) -> None:
+        while True:
+            try:
+                async for change in self.store.watch_prefix(self.prefix, revision + 1):
+                    revision = change.revision
+                    self._apply(change.key, change.value if change.kind == "put" else None)
+                    self._notify()
+                raise StoreError("watch ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: load again and go on
+                log.warning("projection watch failed (%s); loading again", exc)
+                await asyncio.sleep(_RETRY_S)
+                with contextlib.suppress(Exception):
+                    revision = await self._load()
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        relative = key[len(self.prefix) :]
+        if relative == self._checkpoint_key:
+            self.checkpoint = int(value) if value else 0
+            return
+        kind_name, _, ident = relative.partition("/")
+        kind = self._kinds.get(kind_name)
+        if kind is None or not ident or "/" in ident:
+            return
+        if value is None:
+            kind.delete(ident)
+            return
+        try:
+            kind.put(ident, value)
+        except msgspec.DecodeError as exc:
+            log.warning("ignoring undecodable view at %s: %s", key, exc)
+
+    def _notify(self) -> None:
+        # Waiters run after this batch of changes has been applied (no await in between).
+        self._moved.set()
+        self._moved = asyncio.Event()

@@ -1,0 +1,154 @@
+"""Users (admin realm) and each user's SSH keys.
+
+Creating a user stores its TOTP secret first, guarded on the user having none, then appends
+``user.created`` expecting an empty aggregate: of two concurrent creations exactly one
+wins, and a name that already exists is a 409 that changes nothing. Key changes append to
+the user aggregate with OCC on its last sequence, deciding on the keys folded from the log.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ucloud import events as ev
+from ucloud.errors import ConflictError, InputError, NotFound, Refused
+from ucloud.eventlog import Stored
+from ucloud.events.base import valid_token
+from ucloud.gateway import login
+from ucloud.gateway.auth import Principal
+from ucloud.gateway.http import Answer, Call, Endpoint, raw_list
+from ucloud.gateway.schemas import KeyCreate, UserCreate, UserCreatedAnswer
+from ucloud.gateway.sshkeys import parse_public_key
+from ucloud.gateway.state import Gateway, envelope
+from ucloud.ids import new_id
+from ucloud.projections.views import KeyView, UserView
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_RETRIES = 5
+
+
+def check_name(field: str, value: str) -> None:
+    if not valid_token(value) or len(value) > 64:
+        raise InputError(field, "use 1-64 letters, digits, '-' or '_'")
+
+
+async def create_user(
+    gw: Gateway, name: str, realm: str, actor: str, secret: str | None = None
+) -> str:
+    """Create a user and return its TOTP secret; Refused when the name is taken."""
+    check_name("name", name)
+    check_name("realm", realm)
+    secret = secret or login.new_secret()
+    if not await gw.credentials.create(name, realm, secret):
+        raise Refused("name", f"user {name} already exists")
+    event = ev.UserCreated(**envelope(actor), user=name, realm=realm)
+    try:
+        seq = await gw.log.append(event, expected=0)
+    except ConflictError as exc:
+        await gw.credentials.remove(name)
+        raise Refused("name", f"user {name} already exists") from exc
+    except BaseException:
+        await gw.credentials.remove(name)
+        raise
+    await gw.settled(seq)
+    return secret
+
+
+def current_keys(events: list[Stored]) -> dict[str, ev.UserKeyAdded]:
+    """The user's keys by id, folded from the user aggregate's events."""
+    keys: dict[str, ev.UserKeyAdded] = {}
+    for stored in events:
+        event = stored.event
+        if isinstance(event, ev.UserKeyAdded):
+            keys[event.key] = event
+        elif isinstance(event, ev.UserKeyRemoved):
+            keys.pop(event.key, None)
+    return keys
+
+
+def find_key(keys: dict[str, ev.UserKeyAdded], ident: str) -> ev.UserKeyAdded | None:
+    return keys.get(ident) or next((k for k in keys.values() if k.name == ident), None)
+
+
+def own_keys(gw: Gateway, principal: Principal) -> tuple[KeyView, ...]:
+    user = gw.mirror.users.get(principal.name)
+    return () if user is None else user.view.keys
+
+
+def endpoints(gw: Gateway) -> list[Endpoint]:
+    async def add_user(call: Call) -> Answer:
+        body: UserCreate = call.body
+        secret = await create_user(gw, body.name, body.realm, call.principal.name)
+        uri = login.provisioning_uri(secret, body.name, body.realm)
+        return Answer(201, UserCreatedAnswer(name=body.name, realm=body.realm, otpauth_uri=uri))
+
+    async def list_users(call: Call) -> Answer:
+        users = sorted(gw.mirror.users.all(), key=lambda e: e.view.name)
+        return Answer(200, raw_list([e.raw for e in users]))
+
+    async def list_keys(call: Call) -> Answer:
+        return Answer(200, list(own_keys(gw, call.principal)))
+
+    async def add_key(call: Call) -> Answer:
+        body: KeyCreate = call.body
+        if not _KEY_NAME.match(body.name):
+            raise InputError("name", "use 1-64 letters, digits, '.', '@', '-' or '_'")
+        line = parse_public_key(body.public_key).line()
+        user = call.principal.name
+        for _ in range(_RETRIES):
+            events, last = await gw.log.load("user", user)
+            keys = current_keys(events)
+            if any(k.name == body.name for k in keys.values()):
+                raise Refused("name", f"you already have a key named {body.name}")
+            if any(k.public_key.split()[:2] == line.split()[:2] for k in keys.values()):
+                raise Refused("public_key", "this key is already added")
+            key = new_id()
+            event = ev.UserKeyAdded(
+                **envelope(call.principal), user=user, key=key, name=body.name, public_key=line
+            )
+            try:
+                seq = await gw.log.append(event, expected=last)
+            except ConflictError:
+                continue
+            await gw.settled(seq)
+            return Answer(201, KeyView(id=key, name=body.name, public_key=line))
+        raise Refused("name", "your keys kept changing; try again")
+
+    async def remove_key(call: Call) -> Answer:
+        user = call.principal.name
+        for _ in range(_RETRIES):
+            events, last = await gw.log.load("user", user)
+            key = find_key(current_keys(events), call.params["id"])
+            if key is None:
+                raise NotFound("id", f"no key {call.params['id']}")
+            event = ev.UserKeyRemoved(**envelope(call.principal), user=user, key=key.key)
+            try:
+                seq = await gw.log.append(event, expected=last)
+            except ConflictError:
+                continue
+            await gw.settled(seq)
+            return Answer(204)
+        raise Refused("id", "your keys kept changing; try again")
+
+    return [
+        Endpoint(
+            "POST", "/v1/users", add_user, "Create a user; the answer holds its TOTP secret, once",
+            status=201, body=UserCreate, answer=UserCreatedAnswer, access="admin",
+            errors=(400, 401, 403, 409),
+        ),
+        Endpoint(
+            "GET", "/v1/users", list_users, "All users", answer=list[UserView], access="admin",
+            errors=(401, 403),
+        ),
+        Endpoint(
+            "GET", "/v1/keys", list_keys, "Your SSH keys", answer=list[KeyView], errors=(401,)
+        ),
+        Endpoint(
+            "POST", "/v1/keys", add_key, "Add an SSH public key", status=201, body=KeyCreate,
+            answer=KeyView, errors=(400, 401, 409),
+        ),
+        Endpoint(
+            "DELETE", "/v1/keys/{id}", remove_key, "Remove one of your SSH keys (id or name)",
+            status=204, errors=(401, 404),
+        ),
+    ]

@@ -1,0 +1,252 @@
+"""VMs: create, list, show, start, stop, migrate, delete, and their audit trail.
+
+Create checks everything before it appends anything: name, sizes, image, networks, keys.
+It assigns the MACs (locally administered unicast, unique against ``idx/mac``), appends
+``vm.requested`` expecting an empty aggregate, and answers once the projection shows the
+VM. Lifecycle intents decide on the VM's view after the projection has applied the VM's
+last event (``rules.check_vm``), and append with OCC on that event.
+
+A VM another user owns does not exist for you: every lookup answers 404 (admins see all).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+
+from ucloud import events as ev
+from ucloud.errors import ConflictError, Forbidden, InputError, NotFound, Refused
+from ucloud.events.base import valid_token
+from ucloud.gateway import audit, rules
+from ucloud.gateway.auth import Principal
+from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
+from ucloud.gateway.mirror import Entry
+from ucloud.gateway.routes_users import own_keys
+from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
+from ucloud.gateway.sizes import parse_positive_size, parse_size
+from ucloud.gateway.state import Gateway, envelope
+from ucloud.ids import new_id
+from ucloud.projections.views import VmView
+
+MAX_CPU = 1024
+_RETRIES = 5
+_MAC_TRIES = 16
+
+
+def new_mac(random: Callable[[int], bytes] = os.urandom) -> str:
+    """A locally administered unicast MAC: 02 followed by five random octets."""
+    return ":".join(f"{b:02x}" for b in (0x02, *random(5)))
+
+
+def check_vm_name(name: str) -> None:
+    if not valid_token(name) or len(name) > 63:
+        raise InputError("name", "use 1-63 letters, digits, '-' or '_'")
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return
+    raise InputError("name", "must not look like a VM id")
+
+
+def endpoints(gw: Gateway) -> list[Endpoint]:
+    mirror = gw.mirror
+
+    def find(principal: Principal, ident: str) -> Entry[VmView]:
+        entry = mirror.vms.get(ident)
+        if entry is not None and principal.sees(entry.view.owner):
+            return entry
+        entry = mirror.vms.named(principal.name, ident)
+        if entry is None:
+            raise NotFound("id", f"no VM {ident}")
+        return entry
+
+    def resolve_image(principal: Principal, ident: str) -> str:
+        entry = mirror.images.get(ident)
+        if entry is None or not (entry.view.public or principal.sees(entry.view.owner)):
+            entry = mirror.images.named(principal.name, ident) or next(
+                (e for e in mirror.images.all() if e.view.public and e.view.name == ident), None
+            )
+        if entry is None:
+            raise InputError("image", f"no image {ident} visible to you")
+        if entry.view.status != "created":
+            raise Refused("image", f"image {ident} is {entry.view.status}, not created")
+        return entry.view.id
+
+    def resolve_networks(principal: Principal, idents: list[str]) -> list[str]:
+        found: list[str] = []
+        for index, ident in enumerate(idents):
+            field = f"networks[{index}]"
+            entry = mirror.nets.get(ident)
+            if entry is None or entry.view.owner != principal.name:
+                entry = mirror.nets.named(principal.name, ident)
+            if entry is None:
+                raise InputError(field, f"no network {ident} of yours")
+            if entry.view.status != "created":
+                raise Refused(field, f"network {ident} is {entry.view.status}, not created")
+            if entry.view.id in found:
+                raise InputError(field, f"network {ident} is listed twice")
+            found.append(entry.view.id)
+        return found
+
+    def resolve_keys(principal: Principal, idents: list[str] | None) -> tuple[str, ...]:
+        mine = own_keys(gw, principal)
+        if idents is None:
+            return tuple(k.id for k in mine)
+        found: list[str] = []
+        for index, ident in enumerate(idents):
+            key = next((k for k in mine if ident in (k.id, k.name)), None)
+            if key is None:
+                raise InputError(f"keys[{index}]", f"no key {ident} of yours")
+            if key.id not in found:
+                found.append(key.id)
+        return tuple(found)
+
+    async def assign_macs(count: int) -> list[str]:
+        macs: list[str] = []
+        for _ in range(count):
+            for _ in range(_MAC_TRIES):
+                mac = new_mac()
+                if mac not in macs and await gw.store.get(gw.key(f"idx/mac/{mac}")) is None:
+                    macs.append(mac)
+                    break
+            else:
+                raise Refused("networks", "could not find a free MAC address")
+        return macs
+
+    async def create(call: Call) -> Answer:
+        body: VmCreate = call.body
+        principal = call.principal
+        check_vm_name(body.name)
+        if mirror.vms.named(principal.name, body.name) is not None:
+            raise Refused("name", f"you already have a VM named {body.name}")
+        if not 0 < body.cpu <= MAX_CPU:
+            raise InputError("cpu", f"must be between 1 and {MAX_CPU}")
+        spec = ev.Resources(
+            cpu=body.cpu,
+            ram_mib=parse_positive_size(body.ram, "ram"),
+            ssd_mib=parse_positive_size(body.ssd, "ssd"),
+            hdd_mib=parse_size(body.hdd, "hdd"),
+        )
+        image = resolve_image(principal, body.image)
+        networks = resolve_networks(principal, body.networks)
+        keys = resolve_keys(principal, body.keys)
+        macs = await assign_macs(len(networks))
+        vm = new_id()
+        event = ev.VmRequested(
+            **envelope(principal), vm=vm, owner=principal.name, name=body.name, spec=spec,
+            image=image, keys=keys, restart=body.restart,
+            nics=tuple(ev.Nic(network=n, mac=m) for n, m in zip(networks, macs, strict=True)),
+        )
+        seq = await gw.log.append(event, expected=0)
+        await gw.settled(seq)
+        return Answer(202, _raw(mirror.vms.get(vm), vm))
+
+    async def list_vms(call: Call) -> Answer:
+        principal = call.principal
+        entries = mirror.vms.all() if principal.admin else mirror.vms.of_owner(principal.name)
+        return Answer(200, raw_list([e.raw for e in sorted(entries, key=_by_id)]))
+
+    async def show(call: Call) -> Answer:
+        return Answer(200, RawJson(find(call.principal, call.params["id"]).raw))
+
+    def intent(action: rules.VmAction, make: Callable[[Call, VmView], ev.Event]) -> Handler:
+        async def act(call: Call) -> Answer:
+            vm = find(call.principal, call.params["id"]).view.id
+            for _ in range(_RETRIES):
+                _, last = await gw.log.load("vm", vm)
+                await gw.settled(last)
+                entry = mirror.vms.get(vm)
+                if entry is None:
+                    raise NotFound("id", f"no VM {call.params['id']}")
+                rules.check_vm(entry.view, action)
+                event = make(call, entry.view)
+                try:
+                    seq = await gw.log.append(event, expected=last)
+                except ConflictError:
+                    continue
+                await gw.settled(seq)
+                return Answer(202, _raw(mirror.vms.get(vm), vm, entry))
+            raise Refused("status", "the VM kept changing; try again")
+
+        return act
+
+    def start(call: Call, view: VmView) -> ev.Event:
+        return ev.VmStartRequested(**envelope(call.principal), vm=view.id)
+
+    def stop(call: Call, view: VmView) -> ev.Event:
+        return ev.VmStopRequested(**envelope(call.principal), vm=view.id)
+
+    def delete(call: Call, view: VmView) -> ev.Event:
+        return ev.VmDeleteRequested(**envelope(call.principal), vm=view.id)
+
+    def migrate(call: Call, view: VmView) -> ev.Event:
+        body: VmMigrate = call.body
+        if body.host:
+            if not call.principal.admin:
+                raise Forbidden("host", "only the admin realm may choose the target host")
+            if mirror.hosts.get(body.host) is None:
+                raise InputError("host", f"no host {body.host}")
+            rules.check_migration_target(view, body.host)
+        return ev.VmMigrationRequested(**envelope(call.principal), vm=view.id, host=body.host)
+
+    async def events(call: Call) -> Answer:
+        ident = call.params["id"]
+        entry = mirror.vms.get(ident)
+        if entry is None or not call.principal.sees(entry.view.owner):
+            entry = mirror.vms.named(call.principal.name, ident)
+        vm = entry.view.id if entry is not None else ident
+        stored, _ = await gw.log.load("vm", vm) if valid_token(vm) else ([], 0)
+        first = stored[0].event if stored else None
+        if not isinstance(first, ev.VmRequested) or not call.principal.sees(first.owner):
+            raise NotFound("id", f"no VM {ident}")
+        return Answer(200, [audit.line(s.seq, s.event) for s in stored])
+
+    for_vm = (401, 404, 409)
+    return [
+        Endpoint(
+            "POST", "/v1/vms", create, "Create a VM", status=202, body=VmCreate, answer=VmView,
+            errors=(400, 401, 409),
+        ),
+        Endpoint(
+            "GET", "/v1/vms", list_vms, "Your VMs (admin: all)", answer=list[VmView],
+            errors=(401,),
+        ),
+        Endpoint(
+            "GET", "/v1/vms/{id}", show, "One VM, by id or name", answer=VmView,
+            errors=(401, 404),
+        ),
+        Endpoint(
+            "POST", "/v1/vms/{id}/start", intent("start", start), "Start a stopped VM",
+            status=202, answer=VmView, errors=for_vm,
+        ),
+        Endpoint(
+            "POST", "/v1/vms/{id}/stop", intent("stop", stop), "Stop a VM", status=202,
+            answer=VmView, errors=for_vm,
+        ),
+        Endpoint(
+            "POST", "/v1/vms/{id}/migrate", intent("migrate", migrate),
+            "Move a running VM to another host (admin may name it)", status=202, body=VmMigrate,
+            optional_body=True, answer=VmView, errors=(400, 401, 403, 404, 409),
+        ),
+        Endpoint(
+            "DELETE", "/v1/vms/{id}", intent("delete", delete), "Delete a VM", status=202,
+            answer=VmView, errors=for_vm,
+        ),
+        Endpoint(
+            "GET", "/v1/vms/{id}/events", events, "The VM's events, as audit lines",
+            answer=list[AuditLine], errors=(401, 404),
+        ),
+    ]
+
+
+def _by_id(entry: Entry[VmView]) -> str:
+    return entry.view.id
+
+
+def _raw(entry: Entry[VmView] | None, vm: str, before: Entry[VmView] | None = None) -> RawJson:
+    # A VM deleted between the append and the answer: answer what it was.
+    chosen = entry or before
+    if chosen is None:
+        raise NotFound("id", f"VM {vm} is gone")
+    return RawJson(chosen.raw)

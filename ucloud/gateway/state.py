@@ -1,0 +1,67 @@
+"""What every endpoint shares: the log, the store, the mirror of the projection, auth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ucloud.config import Config
+from ucloud.errors import ProjectionBehind
+from ucloud.eventlog import EventLog
+from ucloud.gateway.auth import Auth, Credentials, Principal
+from ucloud.gateway.metrics import Metrics
+from ucloud.gateway.mirror import Mirror
+from ucloud.ids import new_id
+from ucloud.store import Store
+
+
+@dataclass
+class Gateway:
+    config: Config
+    log: EventLog
+    store: Store
+    mirror: Mirror
+    credentials: Credentials
+    auth: Auth
+    metrics: Metrics
+
+    @classmethod
+    async def open(cls, config: Config, log: EventLog, store: Store) -> Gateway:
+        """Load the projection into memory and the token key; close() undoes it."""
+        mirror = Mirror(store, config.etcd.prefix)
+        await mirror.start()
+        try:
+            credentials = Credentials(store, config.etcd.secrets_prefix)
+            key = await credentials.signing_key(config)
+        except BaseException:
+            await mirror.stop()
+            raise
+        auth = Auth(credentials, mirror, key, config)
+        return cls(config, log, store, mirror, credentials, auth, Metrics())
+
+    async def close(self) -> None:
+        await self.mirror.stop()
+
+    async def settled(self, seq: int) -> None:
+        """Return once the projection (as mirrored here) has applied sequence ``seq``."""
+        timeout = self.config.gateway.read_your_writes_s
+        if not await self.mirror.caught_up(seq, timeout):
+            raise ProjectionBehind(seq, timeout)
+
+    def key(self, relative: str) -> str:
+        """The etcd key of a projection key (``idx/mac/...``)."""
+        return self.config.etcd.prefix + relative
+
+
+def envelope(principal: Principal | str) -> dict[str, Any]:
+    """The envelope of an event a user request appends: the request is its own cause."""
+    request = new_id()
+    actor = principal if isinstance(principal, str) else principal.name
+    return {
+        "id": request,
+        "at": datetime.now(UTC),
+        "actor": actor,
+        "causation": request,
+        "correlation": request,
+    }
