@@ -187,11 +187,15 @@ def stop_leftovers(data_dir: Path, timeout_s: float = 15.0) -> None:
         if not _runs_on(pid, data_dir):
             continue
         log.warning("stopping %s (pid %d) left running by an earlier ucloud up", name, pid)
-        _terminate(pid, timeout_s)
+        _terminate(pid, data_dir, timeout_s)
     path.unlink(missing_ok=True)
 
 
 def _runs_on(pid: int, data_dir: Path) -> bool:
+    """Whether ``pid`` is a live process whose command line names ``data_dir``.
+
+    An exited process (even a zombie nobody reaps) has an empty command line.
+    """
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -199,14 +203,15 @@ def _runs_on(pid: int, data_dir: Path) -> bool:
     return any(str(data_dir).encode() in arg for arg in argv)
 
 
-def _terminate(pid: int, timeout_s: float) -> None:
+def _terminate(pid: int, data_dir: Path, timeout_s: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
+        while _runs_on(pid, data_dir):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                return
             time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
 
 
 # --- the settings file ------------------------------------------------------------------

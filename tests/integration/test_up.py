@@ -1,0 +1,191 @@
+"""``ucloud up`` and ``ucloud serve`` as real processes on temporary data directories."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ucloud import events as ev
+from ucloud.cli.common import UpInfo, read_up
+from ucloud.config import NatsConfig
+from ucloud.eventlog import EventLog
+from ucloud.ids import new_id
+from ucloud.servers import free_port
+from ucloud.store import Store
+
+START_TIMEOUT_S = 60.0
+
+
+def ucloud(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "ucloud.cli.main", *argv]
+
+
+class Up:
+    """One ``ucloud up`` child process; ready when it prints its line."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.stderr = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
+        env = dict(os.environ, UCLOUD_GATEWAY__LISTEN=f"[::1]:{free_port('::1')}")
+        env.pop("UCLOUD_CONFIG", None)
+        self.process = subprocess.Popen(
+            ucloud("up", "--data-dir", str(data_dir)),
+            stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, env=env,
+        )
+        self.line = self._read_line()
+        self.info: UpInfo = read_up(data_dir)
+        self.servers: dict[str, int] = json.loads((data_dir / "servers.json").read_text())
+
+    def _read_line(self) -> str:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], START_TIMEOUT_S)
+        line = self.process.stdout.readline().decode() if ready else ""
+        if not line:
+            self.kill()
+            log = (self.data_dir.parent / f"{self.data_dir.name}.stderr").read_text()
+            raise AssertionError(f"ucloud up did not say it is up:\n{log[-3000:]}")
+        return line
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        self.stderr.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "aio"
+    _stop_strays(tmp_path / "aio")
+
+
+def _stop_strays(data_dir: Path) -> None:
+    """After a failed test: stop servers a killed ``up`` left (only ours, by pid file)."""
+    try:
+        pids = json.loads((data_dir / "servers.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    for pid in pids.values():
+        with contextlib.suppress(OSError):
+            if str(data_dir) in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))
+
+
+def _gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def requested(vm: str) -> ev.VmRequested:
+    return ev.VmRequested(
+        id=new_id(), at=datetime.now(UTC), actor="alice", vm=vm, owner="alice", name="web",
+        spec=ev.Resources(cpu=1, ram_mib=512, ssd_mib=1024), image="tiny",
+    )
+
+
+async def test_up_resumes_with_nothing_lost_and_stops_its_servers(data_dir: Path) -> None:
+    first = Up(data_dir)
+    assert first.line.startswith("ucloud is up:")
+    assert first.info.nats in first.line and first.info.etcd[0] in first.line
+    assert first.info.pid == first.process.pid
+    assert (data_dir / "ucloud.toml").exists()
+
+    vms = [new_id() for _ in range(3)]
+    log = await EventLog.connect(NatsConfig(url=first.info.nats))
+    sequences = [await log.append(requested(vm), expected=0) for vm in vms]
+    await log.close()
+    store = await Store.connect(first.info.etcd)
+    await store.put("/test/kept", b"yes")
+    await store.close()
+
+    assert first.terminate() == 0
+    assert not (data_dir / "up.json").exists()
+    assert set(first.servers) == {"nats", "etcd"}
+    for name, pid in first.servers.items():
+        assert _gone(pid), f"{name} (pid {pid}) still runs after ucloud up stopped"
+
+    second = Up(data_dir)
+    try:
+        log = await EventLog.connect(NatsConfig(url=second.info.nats))
+        for vm, seq in zip(vms, sequences, strict=True):
+            stored, last = await log.load("vm", vm)
+            assert last == seq and stored[0].event.aggregate_id == vm
+        await log.close()
+        store = await Store.connect(second.info.etcd)
+        assert await store.get("/test/kept") == b"yes"
+        await store.close()
+    finally:
+        assert second.terminate() == 0
+
+
+async def test_a_second_up_on_a_running_directory_is_refused(data_dir: Path) -> None:
+    first = Up(data_dir)
+    try:
+        refused = subprocess.run(
+            ucloud("up", "--data-dir", str(data_dir)),
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert refused.returncode == 1
+        assert "already running" in refused.stderr and str(first.process.pid) in refused.stderr
+        assert refused.stdout == ""
+        assert read_up(data_dir) == first.info  # the running one is untouched
+        assert first.process.poll() is None
+    finally:
+        assert first.terminate() == 0
+
+
+async def test_up_after_a_killed_up_stops_the_servers_it_left(data_dir: Path) -> None:
+    first = Up(data_dir)
+    first.kill()  # SIGKILL: no chance to stop nats-server and etcd
+    assert all(_alive(pid) for pid in first.servers.values())
+
+    second = Up(data_dir)
+    try:
+        for name, pid in first.servers.items():
+            assert _gone(pid), f"leftover {name} (pid {pid}) was not stopped"
+        assert second.info.pid == second.process.pid
+    finally:
+        assert second.terminate() == 0
+
+
+def test_serve_an_unknown_service_lists_the_services() -> None:
+    result = subprocess.run(
+        ucloud("serve", "nope"), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "unknown service 'nope'" in result.stderr
+    assert "projector" in result.stderr
