@@ -24,6 +24,9 @@ _GROUPS = (
     "ucloud.cli.key_cmd",
     "ucloud.cli.vm_cmd",
     "ucloud.cli.host_cmd",
+    "ucloud.cli.up_cmd",
+    "ucloud.cli.serve_cmd",
+    "ucloud.cli.events_cmd",
 )
 
 
