@@ -209,6 +209,15 @@ def evolve(ledger: CapacityLedger, stored: Iterable[tuple[int, Event]]) -> Capac
     return draft.freeze()
 
 
+def advanced(ledger: CapacityLedger, position: int) -> CapacityLedger:
+    """The ledger known to be current up to ``position`` (no host event up to there)."""
+    if position <= ledger.position:
+        return ledger
+    draft = _Draft(ledger)
+    draft.position = position
+    return draft.freeze()
+
+
 def reserve(host: HostCapacity, seq: int, vm: str, resources: Resources) -> HostCapacity:
     """The host after ``vm_placed`` (a no-op for a VM it already holds)."""
     if vm in host.vms:

@@ -1,0 +1,256 @@
+"""The scheduler: puts each requested VM on a host, without ever overbooking one.
+
+Theory of operation
+-------------------
+It consumes ``vm.*.requested`` (durable ``scheduler``, shared by every scheduler) and
+``host.*.down``. Beside the consumer it follows the host events of the log from sequence
+1 into a ``CapacityLedger`` (``LedgerFollower``); the ledger is only ever the fold of the
+log, so a scheduler may restart or run in many copies.
+
+For a request: load the VM's aggregate; if it is already scheduled, failed, deleted or
+being deleted there is nothing to do. A reservation the ledger already holds for the VM
+(an earlier delivery that got that far) is reused; otherwise ``place()`` decides and the
+scheduler appends ``host.<h>.vm_placed`` expecting the host's last sequence as the
+ledger knows it. Another scheduler that placed on the host first makes that a conflict:
+wait for the ledger to pass the expected sequence, decide again. A host the scheduler
+itself placed on is not decided on again until the ledger shows that placement.
+
+Then ``vm.<id>.scheduled`` is appended expecting the VM's last sequence. If the VM moved
+meanwhile, it is loaded again: scheduled elsewhere (a concurrent delivery won) or deleted
+-> the reservation is released; otherwise the append is tried again. No fit ->
+``vm.<id>.scheduling_failed`` naming the resource. Ids derive from the request's id and
+the host, so a redelivered request appends nothing twice.
+
+The follower may lag the consumer. A stale ledger cannot overbook (the host's sequence
+moved, so the append conflicts) nor use a drained or down host (same), but it could miss
+a host registered just before the request; so before a failure, which is final, the
+scheduler folds what the log holds beyond its ledger and decides once more.
+
+``host.*.down`` is only noted for now; evacuation comes later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from ucloud.config import SchedulerConfig
+from ucloud.errors import ConflictError, DecodeError, LogError
+from ucloud.eventlog import EventLog, Record, Stored
+from ucloud.events import (
+    Cause,
+    Event,
+    HostDown,
+    HostVmPlaced,
+    HostVmReleased,
+    VmDeleted,
+    VmDeleteRequested,
+    VmRequested,
+    VmScheduled,
+    VmSchedulingFailed,
+    subject,
+)
+from ucloud.handlers.placement import CapacityLedger, NoCapacity, advanced, evolve, place
+from ucloud.handlers.runner import run_consumer
+from ucloud.services import ServiceContext
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:scheduler"
+DURABLE = "scheduler"
+SUBJECTS = (subject("vm", "*", "requested"), subject("host", "*", "down"))
+HOST_EVENTS = subject("host", "*", "*")
+
+
+class LedgerFollower:
+    """The capacity ledger of the log, kept current by following every host event."""
+
+    def __init__(self, log_: EventLog) -> None:
+        self.log = log_
+        self.ledger = CapacityLedger()
+        self.ready = asyncio.Event()  # set once the history up to the start is folded
+        self.appended: dict[str, int] = {}  # host -> sequence of our own last append there
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Fold the history, then follow; runs until cancelled."""
+        last = await self.log.last_sequence()
+        if last:
+            async for batch in self.log.read(1, filter_subject=HOST_EVENTS, stop=last):
+                self._fold(batch)
+        self._publish(advanced(self.ledger, last))
+        self.ready.set()
+        async for batch in self.log.read(last + 1, filter_subject=HOST_EVENTS, follow=True):
+            self._fold(batch)
+
+    async def catch_up(self) -> None:
+        """Fold the host events the log holds beyond the ledger right now (one direct read),
+        for a decision that must not miss a host the follower has not delivered yet."""
+        records = await self.log.records(HOST_EVENTS, start=self.ledger.position + 1)
+        if records:
+            self._fold(records)
+
+    def _fold(self, records: list[Record]) -> None:
+        stored: list[tuple[int, Event]] = []
+        for record in records:
+            try:
+                stored.append((record.seq, record.event()))
+            except DecodeError:
+                log.warning("ledger: skipping undecodable event %d", record.seq)
+        self._publish(evolve(self.ledger, stored))
+
+    def _publish(self, ledger: CapacityLedger) -> None:
+        self.ledger = ledger
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def noted(self, host: str, seq: int) -> None:
+        """Remember an append of ours to ``host`` at ``seq``."""
+        self.appended[host] = max(seq, self.appended.get(host, 0))
+
+    def fresh(self, host: str) -> bool:
+        """Whether the ledger shows our own last append to ``host``."""
+        return self.ledger.seq_of(host) >= self.appended.get(host, 0)
+
+    async def until(self, predicate: Callable[[CapacityLedger], bool], timeout: float) -> bool:
+        """Wait until ``predicate(ledger)`` holds; False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.ledger):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change of the ledger."""
+        return self._changed
+
+
+def settled(events: list[Stored]) -> bool:
+    """Whether a VM needs no scheduling: it has a host or a failure, or is going away."""
+    done = (VmScheduled, VmSchedulingFailed, VmDeleted, VmDeleteRequested)
+    return any(isinstance(s.event, done) for s in events) or not any(
+        isinstance(s.event, VmRequested) for s in events
+    )
+
+
+_FAILED = ""  # what _reserve returns when the VM was recorded as not schedulable
+
+
+class Scheduler:
+    """The handler of one scheduler: ``handle`` is given to the consumer runner."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        follower: LedgerFollower,
+        settings: SchedulerConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.log = log_
+        self.follower = follower
+        self.settings = settings
+        self.clock = clock
+
+    async def handle(self, event: Event, seq: int) -> None:
+        if isinstance(event, HostDown):
+            log.warning("host %s is down; its VMs stay there (no evacuation yet)", event.host)
+        elif isinstance(event, VmRequested):
+            await self.follower.ready.wait()
+            await self.schedule(event)
+
+    async def schedule(self, request: VmRequested) -> None:
+        cause = Cause.of(request, ACTOR, self.clock())
+        mine = ""  # the host this call reserved
+        for _ in range(self.settings.conflict_retries):
+            stored, vm_last = await self.log.load("vm", request.vm)
+            if settled(stored):
+                await self._release_unused(request, cause, stored, mine)
+                return
+            held = self.follower.ledger.hosts_of(request.vm)
+            host = mine or (held[0] if held else await self._reserve(request, cause, vm_last))
+            if host is None:
+                continue
+            if host == _FAILED:
+                return
+            mine = host
+            scheduled = VmScheduled(**cause.envelope(f"scheduled/{host}"), vm=request.vm, host=host)
+            try:
+                await self.log.append(scheduled, expected=vm_last)
+            except ConflictError:
+                continue  # the VM moved: load it again and see
+            log.info("vm %s scheduled on %s", request.vm, host)
+            return
+        raise LogError(f"vm {request.vm}: gave up after {self.settings.conflict_retries} conflicts")
+
+    async def _reserve(self, request: VmRequested, cause: Cause, vm_last: int) -> str | None:
+        """The host now reserved for the VM, _FAILED, or None: decide again."""
+        outcome = place(request.spec, self.follower.ledger, self.settings.policy)
+        if isinstance(outcome, NoCapacity):  # final: decide again on the newest ledger
+            await self.follower.catch_up()
+            outcome = place(request.spec, self.follower.ledger, self.settings.policy)
+        ledger = self.follower.ledger
+        if isinstance(outcome, NoCapacity):
+            failed = VmSchedulingFailed(
+                **cause.envelope("scheduling_failed"), vm=request.vm, reason=outcome.reason,
+                resource=outcome.resource,
+            )
+            try:
+                await self.log.append(failed, expected=vm_last)
+            except ConflictError:
+                return None
+            log.info("vm %s not scheduled: %s", request.vm, outcome.reason)
+            return _FAILED
+        host = outcome.host
+        catch_up = self.settings.catch_up_s
+        if not self.follower.fresh(host):
+            await self.follower.until(lambda _: self.follower.fresh(host), catch_up)
+            return None
+        expected = ledger.seq_of(host)
+        placed = HostVmPlaced(
+            **cause.envelope(f"placed/{host}"), host=host, vm=request.vm, resources=request.spec
+        )
+        try:
+            seq = await self.log.append(placed, expected=expected)
+        except ConflictError:
+            await self.follower.until(lambda now: now.seq_of(host) > expected, catch_up)
+            return None
+        self.follower.noted(host, seq)
+        return host
+
+    async def _release_unused(
+        self, request: VmRequested, cause: Cause, stored: list[Stored], mine: str
+    ) -> None:
+        """Give back reservations the VM will not use: ours if it was scheduled elsewhere,
+        every one if it was never scheduled (failed, or deleted first)."""
+        on = {s.event.host for s in stored if isinstance(s.event, VmScheduled)}
+        unused = {mine} - on if on else {mine, *self.follower.ledger.hosts_of(request.vm)}
+        for host in sorted(unused - {""}):
+            released = HostVmReleased(
+                **cause.envelope(f"released/{host}"), host=host, vm=request.vm,
+                reason="scheduled elsewhere" if on else "not scheduled",
+            )
+            await self.log.append(released)
+            log.info("vm %s: reservation on %s released (%s)", request.vm, host, released.reason)
+
+
+async def run(ctx: ServiceContext) -> None:
+    """The ``scheduler`` service: a ledger follower and a consumer of VM requests."""
+    follower = LedgerFollower(ctx.log)
+    scheduler = Scheduler(ctx.log, follower, ctx.config.scheduler)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(follower.run(), name="scheduler:ledger")
+        group.create_task(
+            run_consumer(
+                ctx.log, ctx.store, durable=DURABLE, subjects=SUBJECTS, handle=scheduler.handle,
+                settings=ctx.config.consumer, poison_prefix=f"{ctx.config.etcd.prefix}_poison/",
+                name=ctx.name,
+            ),
+            name="scheduler:consumer",
+        )
