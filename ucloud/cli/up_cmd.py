@@ -229,26 +229,33 @@ def ensure_settings(data_dir: Path) -> Path:
 
 
 def all_in_one_settings(data_dir: Path) -> dict[str, Any]:
-    """Every setting of ``Config`` with the all-in-one's values, as TOML-ready builtins.
+    """What the all-in-one sets differently from the defaults, and where the gateway listens.
 
-    ``nats.url`` and ``etcd.endpoints`` are left out: ``ucloud up`` picks them at each
-    start (they are in ``up.json``). Keys that ``Config`` lacks are never written.
+    Only keys that ``Config`` has are written (it refuses unknown ones). ``nats.url`` and
+    ``etcd.endpoints`` are not: ``ucloud up`` picks them at each start (see ``up.json``).
+    Defaults derived from the machine (host id from the hostname) are left to follow it.
     """
-    raw: dict[str, Any] = msgspec.to_builtins(Config())
-    raw["data_dir"] = str(data_dir)
-    raw["nats"].pop("url", None)
-    raw["etcd"].pop("endpoints", None)
-    if "max_txn_ops" in raw["etcd"]:
-        raw["etcd"]["max_txn_ops"] = EMBEDDED_MAX_TXN_OPS
-    if "bootstrap_admin_file" in raw.get("gateway", {}):
-        raw["gateway"]["bootstrap_admin_file"] = str(data_dir / "admin.otp")
-    return raw
+    defaults: dict[str, Any] = msgspec.to_builtins(Config())
+    wanted: dict[str, dict[str, Any]] = {
+        "etcd": {"max_txn_ops": EMBEDDED_MAX_TXN_OPS},
+        "gateway": {
+            "listen": defaults["gateway"]["listen"],
+            "bootstrap_admin_file": str(data_dir / "admin.otp"),
+        },
+    }
+    settings: dict[str, Any] = {"data_dir": str(data_dir)}
+    for section, values in wanted.items():
+        known = {k: v for k, v in values.items() if k in defaults.get(section, {})}
+        if known:
+            settings[section] = known
+    return settings
 
 
 _HEADER = """\
 # Settings of the ucloud all-in-one on this directory, written by `ucloud up` on its first
 # start. Edit and restart `ucloud up`; UCLOUD_<SECTION>__<KEY> variables override them.
-# nats.url and etcd.endpoints are chosen at each start: see up.json while it runs.
+# Every setting and its default: README.md, "Configuration". nats.url and etcd.endpoints
+# are chosen at each start: see up.json while it runs.
 """
 
 
