@@ -1,0 +1,157 @@
+"""Liveness on a real etcd and nats-server: the lease key and the monitor's transitions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ucloud import events as ev
+from ucloud.config import Config
+from ucloud.eventlog import EventLog
+from ucloud.events import Resources
+from ucloud.handlers import liveness
+from ucloud.handlers.liveness import HostLease, alive_prefix, transitions
+from ucloud.handlers.placement import CapacityLedger, HostCapacity
+from ucloud.ids import new_id
+from ucloud.services import ServiceContext
+from ucloud.store import Store, wait_for
+
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(60)]
+
+TTL = 2  # the shortest lease etcd grants
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def registered(host: str) -> ev.HostRegistered:
+    return ev.HostRegistered(
+        id=new_id(), at=now(), actor="hostd", host=host,
+        capacity=Resources(cpu=4, ram_mib=4096, ssd_mib=10_000),
+    )
+
+
+def test_transitions_only_where_the_log_and_the_keys_disagree() -> None:
+    ledger = CapacityLedger.of(
+        [
+            HostCapacity(id="up-alive", since="a"),
+            HostCapacity(id="up-gone", since="b"),
+            HostCapacity(id="down-back", up=False, since="c"),
+            HostCapacity(id="down-gone", up=False, since="d"),
+            HostCapacity(id="unregistered", registered=False, up=False, since="e"),
+        ]
+    )
+    alive = {"up-alive", "down-back", "unregistered", "stranger"}
+    events = transitions(ledger, alive, now())
+    assert [(type(e), e.host, e.causation) for e in events] == [
+        (ev.HostDown, "up-gone", "b"),
+        (ev.HostUp, "down-back", "c"),
+    ]
+    assert events == transitions(ledger, alive, events[0].at)  # same ids: monitors agree
+
+
+async def test_the_lease_is_renewed_and_taken_again_when_lost(
+    config: Config, store: Store
+) -> None:
+    lease = HostLease(store, config.etcd.prefix, "h1", TTL)
+    await lease.acquire()
+    keeper = asyncio.create_task(lease.run())
+    try:
+        await asyncio.sleep(TTL * 1.5)  # past the ttl: renewed, still there
+        assert await store.get(lease.key) == b"h1"
+        first = lease.lease
+        await store.revoke(first)  # lost (e.g. etcd forgot it): run takes a new one
+        assert await wait_for(store, lease.key, lambda v: v is not None, TTL * 2) == b"h1"
+        assert lease.lease != first
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        await store.revoke(lease.lease)
+
+
+@pytest.fixture
+async def monitors(config: Config, store: Store) -> AsyncIterator[None]:
+    """Two monitors, each with its own connection to the log."""
+    logs = [await EventLog.connect(config.nats, name=f"monitor{n}") for n in range(2)]
+    tasks = [
+        asyncio.create_task(
+            liveness.run_monitor(
+                ServiceContext(config=config, log=log, store=store, name="monitor",
+                               data_dir=Path("."))
+            )
+        )
+        for log in logs
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for log in logs:
+        await log.close()
+
+
+async def host_events(
+    log: EventLog, host: str, done: Callable[[list[ev.Event]], bool], timeout: float = 15
+) -> list[ev.Event]:
+    async def follow() -> list[ev.Event]:
+        seen: list[ev.Event] = []
+        async for batch in log.read(1, filter_subject=ev.subject("host", host), follow=True):
+            seen.extend(r.event() for r in batch)
+            if done(seen):
+                return seen
+        return seen
+
+    return await asyncio.wait_for(follow(), timeout)
+
+
+def kinds(events: list[ev.Event]) -> list[str]:
+    return [e.event_name for e in events]
+
+
+async def test_a_revoked_lease_gives_one_down_and_a_returning_key_one_up(
+    config: Config, event_log: EventLog, store: Store, monitors: None
+) -> None:
+    lease = HostLease(store, config.etcd.prefix, "h1", TTL)
+    await lease.acquire()
+    keeper = asyncio.create_task(lease.run())
+    await event_log.append(registered("h1"))
+    # alive past several renewals: no event at all (heartbeats are not events)
+    await asyncio.sleep(TTL * 1.5)
+    events, _ = await event_log.load("host", "h1")
+    assert kinds([s.event for s in events]) == ["registered"]
+
+    keeper.cancel()
+    await asyncio.gather(keeper, return_exceptions=True)
+    await store.revoke(lease.lease)
+    seen = await host_events(event_log, "h1", lambda e: "down" in kinds(e))
+    assert kinds(seen) == ["registered", "down"]
+
+    keeper = asyncio.create_task(lease.run())  # run takes a new lease: the key returns
+    try:
+        seen = await host_events(event_log, "h1", lambda e: "up" in kinds(e))
+        await asyncio.sleep(0.5)  # time for a second monitor to append a copy, if it would
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    events, _ = await event_log.load("host", "h1")
+    assert kinds([s.event for s in events]) == ["registered", "down", "up"]
+    down, up = events[1].event, events[2].event
+    assert up.causation == down.id and up.actor == "system:monitor"
+    await store.revoke(lease.lease)
+
+
+async def test_a_registered_host_without_a_key_is_down_and_a_stranger_key_is_ignored(
+    config: Config, event_log: EventLog, store: Store, monitors: None
+) -> None:
+    stranger = await store.grant(TTL)
+    await store.put(f"{alive_prefix(config.etcd.prefix)}stranger", b"", lease=stranger)
+    await event_log.append(registered("silent"))
+    seen = await host_events(event_log, "silent", lambda e: "down" in kinds(e))
+    assert kinds(seen) == ["registered", "down"]
+    assert (await event_log.load("host", "stranger"))[0] == []
+    await store.revoke(stranger)
