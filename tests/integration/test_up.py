@@ -22,6 +22,7 @@ from ucloud.config import NatsConfig
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
 from ucloud.servers import free_port
+from ucloud.services import SERVICES
 from ucloud.store import Store
 
 START_TIMEOUT_S = 60.0
@@ -37,7 +38,8 @@ class Up:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.stderr = (data_dir.parent / f"{data_dir.name}.stderr").open("ab")
-        env = dict(os.environ, UCLOUD_GATEWAY__LISTEN=f"[::1]:{free_port('::1')}")
+        self.gateway_port = free_port("::1")
+        env = dict(os.environ, UCLOUD_GATEWAY__LISTEN=f"[::1]:{self.gateway_port}")
         env.pop("UCLOUD_CONFIG", None)
         self.process = subprocess.Popen(
             ucloud("up", "--data-dir", str(data_dir)),
@@ -110,10 +112,11 @@ def _gone(pid: int, timeout_s: float = 10.0) -> bool:
     return True
 
 
-def requested(vm: str) -> ev.VmRequested:
-    return ev.VmRequested(
-        id=new_id(), at=datetime.now(UTC), actor="alice", vm=vm, owner="alice", name="web",
-        spec=ev.Resources(cpu=1, ram_mib=512, ssd_mib=1024), image="tiny",
+def uploaded(file: str) -> ev.FileUploaded:
+    """A fact no service acts on (the all-in-one runs them all): only projected."""
+    return ev.FileUploaded(
+        id=new_id(), at=datetime.now(UTC), actor="alice", file=file, owner="alice",
+        name="notes.txt", size=5, sha256="0" * 64,
     )
 
 
@@ -122,11 +125,13 @@ async def test_up_resumes_with_nothing_lost_and_stops_its_servers(data_dir: Path
     assert first.line.startswith("ucloud is up:")
     assert first.info.nats in first.line and first.info.etcd[0] in first.line
     assert first.info.pid == first.process.pid
+    if "gateway" in SERVICES:
+        assert first.info.gateway == f"http://[::1]:{first.gateway_port}"
     assert (data_dir / "ucloud.toml").exists()
 
-    vms = [new_id() for _ in range(3)]
+    appended = [uploaded(new_id()) for _ in range(3)]
     log = await EventLog.connect(NatsConfig(url=first.info.nats))
-    sequences = [await log.append(requested(vm), expected=0) for vm in vms]
+    sequences = [await log.append(event, expected=0) for event in appended]
     await log.close()
     store = await Store.connect(first.info.etcd)
     await store.put("/test/kept", b"yes")
@@ -141,9 +146,9 @@ async def test_up_resumes_with_nothing_lost_and_stops_its_servers(data_dir: Path
     second = Up(data_dir)
     try:
         log = await EventLog.connect(NatsConfig(url=second.info.nats))
-        for vm, seq in zip(vms, sequences, strict=True):
-            stored, last = await log.load("vm", vm)
-            assert last == seq and stored[0].event.aggregate_id == vm
+        for event, seq in zip(appended, sequences, strict=True):
+            stored, last = await log.load("file", event.file)
+            assert last == seq and [(s.seq, s.event) for s in stored] == [(seq, event)]
         await log.close()
         store = await Store.connect(second.info.etcd)
         assert await store.get("/test/kept") == b"yes"

@@ -27,6 +27,7 @@ import os
 import re
 import signal
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ LOCK_FILE = "up.lock"
 SETTINGS_FILE = "ucloud.toml"
 SERVERS_FILE = "servers.json"
 EMBEDDED_MAX_TXN_OPS = 4096  # what EmbeddedEtcd passes to etcd as --max-txn-ops
+GATEWAY_WAIT_S = 15.0  # how long "up" waits for the gateway to listen before saying so
 
 
 def register(sub: Any) -> None:
@@ -99,8 +101,11 @@ async def _serve_all(config: Config, data_dir: Path, stop: asyncio.Event) -> Non
         supervisor = Supervisor(config, event_log, store, list(SERVICES))
         running = supervisor.start()
         try:
+            gateway = gateway_url(config.gateway.listen) if "gateway" in running else ""
+            if gateway and not await _answers(gateway, GATEWAY_WAIT_S, stop):
+                log.warning("the gateway does not answer at %s yet; see the log above", gateway)
             info = UpInfo(
-                gateway=gateway_url(config.gateway.listen) if "gateway" in running else "",
+                gateway=gateway,
                 nats=config.nats.url,
                 etcd=list(config.etcd.endpoints),
                 pid=os.getpid(),
@@ -112,6 +117,23 @@ async def _serve_all(config: Config, data_dir: Path, stop: asyncio.Event) -> Non
             (data_dir / UP_FILE).unlink(missing_ok=True)
         finally:
             await supervisor.stop()
+
+
+async def _answers(url: str, timeout_s: float, stop: asyncio.Event) -> bool:
+    """Whether something accepts TCP connections at ``url`` within ``timeout_s``."""
+    address = urllib.parse.urlsplit(url)
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(address.hostname, address.port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
 
 
 def up_line(info: UpInfo, data_dir: Path) -> str:
