@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 import msgspec
+import pytest
 
 from ucloud.client.output import (
     render,
@@ -14,6 +15,7 @@ from ucloud.client.output import (
     render_vms,
     short_key,
     table,
+    when,
 )
 from ucloud.events.types import Resources
 from ucloud.projections.views import HostView, KeyView, NicView, VmView
@@ -93,3 +95,17 @@ def test_events_table() -> None:
     assert render_events([line]).splitlines()[1].split()[:4] == [
         "7", "2025-01-01T00:00:00Z", "alice", "vm.requested"
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("2026-11-21T06:22:43.130182Z", "2026-11-21T06:22:43Z"),
+        ("2026-11-21T07:22:43+01:00", "2026-11-21T06:22:43Z"),
+        ("2026-11-21T06:22:43", "2026-11-21T06:22:43"),
+        ("yesterday", "yesterday"),
+        (None, "-"),
+    ],
+)
+def test_timestamps_are_shown_to_the_second_in_utc(value: str | None, shown: str) -> None:
+    assert when(value) == shown

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from ucloud.client.sizes import format_mib
@@ -56,6 +57,19 @@ def _text(value: Any) -> str:
     return NONE if value in (None, "", [], ()) else str(value)
 
 
+def when(value: Any) -> str:
+    """A timestamp to the second: ``2026-11-21T06:22:43.130182Z`` -> ``2026-11-21T06:22:43Z``."""
+    if not isinstance(value, str) or not value:
+        return _text(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if moment.tzinfo is not None else "")
+
+
 def render_vms(vms: Sequence[Mapping[str, Any]]) -> str:
     headers = ("ID", "NAME", "OWNER", "STATUS", "CPU", "RAM", "SSD", "HDD", "HOST")
     rows = []
@@ -93,8 +107,8 @@ def render_vm(vm: Mapping[str, Any]) -> str:
         ("restart", _text(vm.get("restart"))),
         ("nics", ", ".join(nics) or NONE),
         ("keys", ", ".join(str(key) for key in vm.get("keys") or ()) or NONE),
-        ("created", _text(vm.get("created_at"))),
-        ("updated", _text(vm.get("updated_at"))),
+        ("created", when(vm.get("created_at"))),
+        ("updated", when(vm.get("updated_at"))),
     ])
 
 
@@ -147,13 +161,13 @@ def render_users(users: Sequence[Mapping[str, Any]]) -> str:
     return table(
         ("NAME", "REALM", "KEYS", "CREATED"),
         ((_text(u.get("name")), _text(u.get("realm")), str(len(u.get("keys") or ())),
-          _text(u.get("created_at"))) for u in users),
+          when(u.get("created_at"))) for u in users),
     )
 
 
 def render_events(lines: Sequence[Mapping[str, Any]]) -> str:
     return table(
         ("SEQ", "AT", "ACTOR", "TYPE", "SUMMARY"),
-        ((_text(e.get("seq")), _text(e.get("at")), _text(e.get("actor")), _text(e.get("type")),
+        ((_text(e.get("seq")), when(e.get("at")), _text(e.get("actor")), _text(e.get("type")),
           _text(e.get("summary"))) for e in lines),
     )
