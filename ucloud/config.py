@@ -25,6 +25,7 @@ import msgspec
 from ucloud.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/ucloud/ucloud.toml")
+SAMPLE_PRICES = Path(__file__).resolve().parent / "replay" / "prices.sample.toml"
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -111,6 +112,11 @@ class ConsumerConfig(_Section):
     backoff_s: list[float] = msgspec.field(default_factory=lambda: [1.0, 5.0, 30.0])
 
 
+class BillingConfig(_Section):
+    # The price table of ``ucloud replay billing`` and quotes (TOML; see the sample).
+    prices: str = str(SAMPLE_PRICES)
+
+
 class Config(_Section):
     data_dir: str = "/var/lib/ucloud"
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
@@ -119,6 +125,7 @@ class Config(_Section):
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     host: HostConfig = msgspec.field(default_factory=HostConfig)
     consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
+    billing: BillingConfig = msgspec.field(default_factory=BillingConfig)
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
