@@ -8,7 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_VERBS: tuple[str, ...] = ("ucloud.cli.replay_rebuild",)
+_VERBS: tuple[str, ...] = (
+    "ucloud.cli.replay_rebuild",
+    "ucloud.cli.replay_audit",
+    "ucloud.cli.replay_billing",
+)
 
 
 def register(sub: Any) -> None:

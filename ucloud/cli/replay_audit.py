@@ -1,0 +1,125 @@
+"""``ucloud replay audit``: who did what, when, and because of which request.
+
+    ucloud replay audit [--vm ID] [--owner U] [--since T] [--until T] [-o table|json]
+
+Reads the log (from the start, or from ``--since`` when no owner has to be learned from
+earlier events) and prints one line per event: time, actor, correlation, event, id and
+a summary. Times are ISO 8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``); without a
+zone they are UTC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from ucloud.cli.common import add_server_options, server_config
+from ucloud.cli.main import run_async
+from ucloud.errors import DecodeError, InputError
+from ucloud.eventlog import EventLog, Record
+from ucloud.events import Event, subject
+from ucloud.replay.audit import AuditFold, AuditLine
+from ucloud.replay.reader import EVERYTHING, scan
+
+# Events a few minutes older than --since are read too: an event's own time is taken
+# before its append, on the appender's clock.
+CLOCK_MARGIN = timedelta(minutes=5)
+
+
+def register(verbs: Any) -> None:
+    parser = verbs.add_parser("audit", help="the audit trail: events with actor and correlation")
+    parser.add_argument("--vm", help="only this VM's events")
+    parser.add_argument("--owner", help="only events of this user's resources")
+    parser.add_argument("--since", help="from this time on (ISO 8601, UTC if no zone)")
+    parser.add_argument("--until", help="before this time (ISO 8601, UTC if no zone)")
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    add_server_options(parser)
+    parser.set_defaults(func=run_async(_audit))
+
+
+def parse_time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time (UTC when it names no zone); InputError names the option."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError as exc:
+        raise InputError(option, f"{text!r} is not an ISO 8601 time such as 2026-11-01T00:00Z") \
+            from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class Decoded:
+    """Decodes records, counting (not failing on) those that are no known event."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.first_skipped = 0
+
+    def events(self, records: Iterable[Record]) -> Iterable[tuple[int, Event]]:
+        for record in records:
+            try:
+                yield record.seq, record.event()
+            except DecodeError:
+                self.skipped += 1
+                self.first_skipped = self.first_skipped or record.seq
+
+    def warn(self) -> None:
+        if self.skipped:
+            print(f"ucloud: skipped {self.skipped} records that are no known event "
+                  f"(the first at sequence {self.first_skipped})", file=sys.stderr)
+
+
+async def _audit(args: argparse.Namespace) -> int:
+    since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
+    if since is not None and until is not None and since >= until:
+        raise InputError("--since", "must be before --until")
+    subjects = (subject("vm", args.vm),) if args.vm else EVERYTHING
+    # Owners are learned from the events that create resources, which may be older.
+    start_time = since - CLOCK_MARGIN if since is not None and args.owner is None else None
+    config = server_config(args)
+    fold = AuditFold(vm=args.vm, owner=args.owner, since=since, until=until)
+    decoded = Decoded()
+    log = await EventLog.connect(config.nats, name="ucloud-replay")
+    try:
+        async for records in scan(log, subjects=subjects, start_time=start_time):
+            for seq, event in decoded.events(records):
+                fold.apply(seq, event)
+    finally:
+        await log.close()
+    decoded.warn()
+    sys.stdout.write(render(fold.lines, args.output))
+    return 0
+
+
+def render(lines: list[AuditLine], output: str) -> str:
+    if output == "json":
+        return msgspec.json.encode(lines).decode() + "\n"
+    rows = [("TIME", "ACTOR", "CORRELATION", "EVENT", "ID", "SUMMARY")]
+    rows += [
+        (
+            line.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            line.actor,
+            line.correlation,
+            line.event,
+            line.id,
+            line.summary,
+        )
+        for line in lines
+    ]
+    return table(rows)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last column is left ragged."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    out = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        out.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(out) + "\n"
