@@ -117,6 +117,23 @@ class BillingConfig(_Section):
     prices: str = str(SAMPLE_PRICES)
 
 
+class ImagesConfig(_Section):
+    """Uploaded files and the image store. Empty paths mean a directory under ``data_dir``."""
+
+    dir: str = ""  # the filesystem store: <dir>/<image id>.raw (default <data_dir>/images)
+    disks_dir: str = ""  # VM disks of the filesystem store (default <data_dir>/disks)
+    files_dir: str = ""  # uploads, <files_dir>/<owner>/<name> (default <data_dir>/files)
+    max_virtual_size_gib: Annotated[int, msgspec.Meta(ge=1)] = 256
+    max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 << 30
+    # filescan: how often it looks, and how long a file must stay unchanged to be complete
+    scan_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    settle_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    # built-in images registered as public images of admin (built first when not cached)
+    builtin: list[Literal["tiny", "debian-12"]] = msgspec.field(
+        default_factory=lambda: ["tiny", "debian-12"]
+    )
+
+
 class Config(_Section):
     data_dir: str = "/var/lib/ucloud"
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
@@ -126,6 +143,7 @@ class Config(_Section):
     host: HostConfig = msgspec.field(default_factory=HostConfig)
     consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
     billing: BillingConfig = msgspec.field(default_factory=BillingConfig)
+    images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
