@@ -75,6 +75,9 @@ class ImageRequested(ImageEvent, frozen=True, kw_only=True, tag="image.requested
     file: str
     store: StoreKind = "fs"
     public: bool = False
+    # the file's name in the owner's files and the content the request was made for
+    file_name: str = ""
+    file_sha256: str = ""
 
 
 class ImageCreated(ImageEvent, frozen=True, kw_only=True, tag="image.created"):
@@ -104,6 +107,7 @@ class FileUploaded(FileEvent, frozen=True, kw_only=True, tag="file.uploaded"):
     name: str
     size: int
     sha256: str
+    mtime_ns: int = 0  # the file's modification time: filescan skips what it has recorded
 
 
 class FileDeleted(FileEvent, frozen=True, kw_only=True, tag="file.deleted"):
