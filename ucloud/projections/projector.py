@@ -22,6 +22,8 @@ is already stored yields the same keys, so an interruption in between is harmles
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -146,8 +148,11 @@ class Projection:
             if record.seq <= self.checkpoint:
                 continue
             ops, error = self._ops(record)
-            fresh = sum(1 for op in ops if op.key not in pending)
-            grown = sum(_size(op) for op in ops)
+            fresh = grown = 0
+            for op in ops:
+                grown += len(op.key) + len(op.value) if type(op) is Put else len(op.key)
+                if op.key not in pending:
+                    fresh += 1
             if pending and (len(pending) + fresh > limit or size + grown > max_bytes):
                 batch.ops = list(pending.values())
                 txns.append(batch)
@@ -270,19 +275,44 @@ class Projector:
             log.info("projection %s loaded at sequence %d (%d keys)",
                      self.writer.projection, projection.checkpoint, len(projection.views))
             try:
-                reads = self.log.read(
-                    projection.checkpoint + 1, follow=stop is None, stop=stop,
-                    max_batch=max(512, min(self.max_txn_ops, 4096)),
-                )
-                async for batch in reads:
-                    for txn in projection.fold(batch, self.max_txn_ops):
-                        await self.writer.commit(txn)
-                        self._committed(txn)
+                await self._follow(projection, stop)
                 if stop is not None:
                     return
             except CheckpointMoved as exc:
                 self.metrics.reloads += 1
                 log.info("%s: reloading", exc)
+
+    async def _follow(self, projection: Projection, stop: int | None) -> None:
+        # While catching up (full batches), folding the next batch overlaps the commit of
+        # the previous one: etcd works in its own process while this one reads and folds.
+        # A short batch means the log is drained: commit it before waiting for more.
+        committing: asyncio.Task[None] | None = None
+        max_batch = max(512, min(self.max_txn_ops, 4096))
+        try:
+            reads = self.log.read(
+                projection.checkpoint + 1, follow=stop is None, stop=stop, max_batch=max_batch
+            )
+            async for batch in reads:
+                txns = projection.fold(batch, self.max_txn_ops)
+                if committing is not None:
+                    await committing
+                    committing = None
+                if len(batch) < max_batch:
+                    await self._commit(txns)
+                elif txns:
+                    committing = asyncio.create_task(self._commit(txns))
+            if committing is not None:
+                await committing
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, CheckpointMoved, StoreError):
+                    await committing
+
+    async def _commit(self, txns: list[Txn]) -> None:
+        for txn in txns:
+            await self.writer.commit(txn)
+            self._committed(txn)
 
     def _committed(self, txn: Txn) -> None:
         metrics = self.metrics
