@@ -14,6 +14,7 @@ import pytest
 from tests.integration.gateway_harness import Running, User, gateway_config, running_gateway
 from ucloud.config import Config
 from ucloud.gateway import login, tokens
+from ucloud.gateway.service import bootstrap_admin
 
 pytestmark = pytest.mark.servers
 
@@ -42,6 +43,10 @@ async def test_bootstrap_admin_and_secrets_stay_out_of_log_and_projection(
     for _, value in await gw.store.get_prefix(gw.config.etcd.prefix):
         assert not any(s.encode() in value for s in secrets)
     assert gw.admin.token not in (await gw.client(gw.admin).get("/metrics")).text
+    # a second start finds the admin and writes nothing
+    again = tmp_path / "again.otp"
+    assert not await bootstrap_admin(gw.gateway, str(again))
+    assert not again.exists()
 
 
 async def test_wrong_otp_realm_or_user_is_401(gw: Running) -> None:

@@ -49,10 +49,12 @@ class Kind(Generic[V]):
         self.by_id: dict[str, Entry[V]] = {}
         self.by_owner: dict[str, dict[str, Entry[V]]] = {}
         self.by_name: dict[tuple[str, str], str] = {}  # (owner, name) -> id
+        self.version = 0  # moves on every change: a key for caches of derived answers
 
     def put(self, ident: str, raw: bytes) -> None:
         view = self._decoder.decode(raw)
         self.delete(ident)
+        self.version += 1
         entry = Entry(view, raw)
         self.by_id[ident] = entry
         if self._owner_and_name is not None:
@@ -62,6 +64,7 @@ class Kind(Generic[V]):
 
     def delete(self, ident: str) -> None:
         old = self.by_id.pop(ident, None)
+        self.version += 1
         if old is None or self._owner_and_name is None:
             return
         owner, name = self._owner_and_name(old.view)
@@ -74,6 +77,7 @@ class Kind(Generic[V]):
             del self.by_name[(owner, name)]
 
     def clear(self) -> None:
+        self.version += 1
         self.by_id.clear()
         self.by_owner.clear()
         self.by_name.clear()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from ucloud import events as ev
 from ucloud.errors import ConflictError, Forbidden, InputError, NotFound, Refused
 from ucloud.events.base import valid_token
-from ucloud.gateway import audit, rules
+from ucloud.gateway import rules
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
 from ucloud.gateway.mirror import Entry
@@ -28,10 +28,12 @@ from ucloud.gateway.sizes import parse_positive_size, parse_size
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
 from ucloud.projections.views import VmView
+from ucloud.replay.audit import audit
 
 MAX_CPU = 1024
 _RETRIES = 5
 _MAC_TRIES = 16
+_LISTINGS = 1024
 
 
 def new_mac(random: Callable[[int], bytes] = os.urandom) -> str:
@@ -142,10 +144,21 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         await gw.settled(seq)
         return Answer(202, _raw(mirror.vms.get(vm), vm))
 
+    # owner ("" for all) -> (mirror version, answer): repeated lists cost nothing
+    listings: dict[str, tuple[int, RawJson]] = {}
+
     async def list_vms(call: Call) -> Answer:
         principal = call.principal
-        entries = mirror.vms.all() if principal.admin else mirror.vms.of_owner(principal.name)
-        return Answer(200, raw_list([e.raw for e in sorted(entries, key=_by_id)]))
+        scope = "" if principal.admin else principal.name
+        cached = listings.get(scope)
+        if cached is not None and cached[0] == mirror.vms.version:
+            return Answer(200, cached[1])
+        entries = mirror.vms.of_owner(scope) if scope else mirror.vms.all()
+        answer = raw_list([e.raw for e in sorted(entries, key=_by_id)])
+        if len(listings) >= _LISTINGS:
+            listings.clear()
+        listings[scope] = (mirror.vms.version, answer)
+        return Answer(200, answer)
 
     async def show(call: Call) -> Answer:
         return Answer(200, RawJson(find(call.principal, call.params["id"]).raw))
@@ -197,10 +210,16 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             entry = mirror.vms.named(call.principal.name, ident)
         vm = entry.view.id if entry is not None else ident
         stored, _ = await gw.log.load("vm", vm) if valid_token(vm) else ([], 0)
-        first = stored[0].event if stored else None
-        if not isinstance(first, ev.VmRequested) or not call.principal.sees(first.owner):
+        lines = audit(((s.seq, s.event) for s in stored), vm=vm)
+        if not lines or not lines[0].owner or not call.principal.sees(lines[0].owner):
             raise NotFound("id", f"no VM {ident}")
-        return Answer(200, [audit.line(s.seq, s.event) for s in stored])
+        return Answer(200, [
+            AuditLine(
+                seq=line.seq, at=line.at, actor=line.actor, type=line.event,
+                correlation=line.correlation, causation=line.causation, summary=line.summary,
+            )
+            for line in lines
+        ])
 
     for_vm = (401, 404, 409)
     return [
