@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 from ucloud.errors import StoreError
-from ucloud.projections.views import HostView, ImageView, NetView, UserView, VmView
+from ucloud.projections.views import FileView, HostView, ImageView, NetView, UserView, VmView
 from ucloud.store import Store
 
 log = logging.getLogger(__name__)
@@ -106,12 +106,14 @@ class Mirror:
         self.hosts: Kind[HostView] = Kind(HostView)
         self.nets: Kind[NetView] = Kind(NetView, lambda v: (v.owner, v.name))
         self.images: Kind[ImageView] = Kind(ImageView, lambda v: (v.owner, v.name))
+        self.files: Kind[FileView] = Kind(FileView, lambda v: (v.owner, v.name))
         self.users: Kind[UserView] = Kind(UserView)
         self._kinds: dict[str, Kind[object]] = {
             "vm": self.vms,  # type: ignore[dict-item]
             "host": self.hosts,  # type: ignore[dict-item]
             "net": self.nets,  # type: ignore[dict-item]
             "image": self.images,  # type: ignore[dict-item]
+            "file": self.files,  # type: ignore[dict-item]
             "user": self.users,  # type: ignore[dict-item]
         }
         self._checkpoint_key = f"_checkpoint/{projection}"
