@@ -161,6 +161,7 @@ async def running_gateway(config: Config) -> AsyncIterator[Running]:
         gw = contexts["gateway"].extra["gateway"]
         assert isinstance(gw, Gateway)
         running = Running(url, config, log, store, admin, gw)
+        await running.settle(await log.last_sequence())  # the bootstrap's user.created
         await running.login(running.admin)
         yield running
     finally:

@@ -76,7 +76,7 @@ def test_limiter_memory_is_bounded() -> None:
     assert len(limiter._failures) <= 100
 
 
-@given(st.lists(st.floats(min_value=0, max_value=600), max_size=40))
+@given(st.lists(st.integers(min_value=0, max_value=600_000).map(lambda ms: ms / 1000), max_size=40))
 def test_blocked_exactly_when_the_window_holds_the_limit(times: list[float]) -> None:
     limiter = FailureLimiter(limit=5, window_s=60)
     times.sort()

@@ -14,7 +14,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from ucloud.errors import UcloudError
-from ucloud.gateway import openapi, routes_auth, routes_hosts, routes_users, routes_vms
+from ucloud.gateway import (
+    openapi,
+    routes_auth,
+    routes_files,
+    routes_hosts,
+    routes_images,
+    routes_users,
+    routes_vms,
+)
 from ucloud.gateway.http import Endpoint, adapt, json_response
 from ucloud.gateway.metrics import CONTENT_TYPE, MetricsMiddleware
 from ucloud.gateway.state import Gateway
@@ -29,6 +37,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         *routes_users.endpoints(gw),
         *routes_vms.endpoints(gw),
         *routes_hosts.endpoints(gw),
+        *routes_files.endpoints(gw),
+        *routes_images.endpoints(gw),
     ]
 
 

@@ -33,9 +33,13 @@ def check_name(field: str, value: str) -> None:
 
 
 async def create_user(
-    gw: Gateway, name: str, realm: str, actor: str, secret: str | None = None
+    gw: Gateway, name: str, realm: str, actor: str, secret: str | None = None,
+    *, settle: bool = True,
 ) -> str:
-    """Create a user and return its TOTP secret; Refused when the name is taken."""
+    """Create a user and return its TOTP secret; Refused when the name is taken.
+
+    With ``settle`` it returns once the projection shows the user.
+    """
     check_name("name", name)
     check_name("realm", realm)
     secret = secret or login.new_secret()
@@ -50,7 +54,8 @@ async def create_user(
     except BaseException:
         await gw.credentials.remove(name)
         raise
-    await gw.settled(seq)
+    if settle:
+        await gw.settled(seq)
     return secret
 
 

@@ -89,7 +89,8 @@ async def bootstrap_admin(gw: Gateway, path: str) -> bool:
         os.fchmod(handle.fileno(), 0o600)
         handle.write(secret + "\n")
     try:
-        await create_user(gw, ADMIN, ADMIN_REALM, "system:gateway", secret)
+        # no waiting for the projection: the file must not be lost if it is slow
+        await create_user(gw, ADMIN, ADMIN_REALM, "system:gateway", secret, settle=False)
     except Refused:
         tmp.unlink(missing_ok=True)
         return False
