@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -82,10 +83,23 @@ class GatewayClient:
     def delete(self, url_path: str) -> Any:
         return self.request("DELETE", url_path)
 
-    def request(self, method: str, url_path: str, body: dict[str, Any] | None = None) -> Any:
-        """Decoded JSON of a 2xx answer (None for an empty one); raises ClientError otherwise."""
+    def request(
+        self,
+        method: str,
+        url_path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        content: Iterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Decoded JSON of a 2xx answer (None for an empty one); raises ClientError otherwise.
+
+        ``content`` sends raw bytes (streamed from an iterable) instead of a JSON body."""
         try:
-            response = self._http.request(method, url_path, json=body)
+            if content is not None:
+                response = self._http.request(method, url_path, content=content, headers=headers)
+            else:
+                response = self._http.request(method, url_path, json=body, headers=headers)
         except httpx.ConnectError as exc:
             raise Unreachable(self.url, _connect_detail(exc)) from exc
         except httpx.TimeoutException as exc:
