@@ -71,7 +71,13 @@ class Running:
     store: Store
     admin: User
     gateway: Gateway
+    projector: asyncio.Task[None]
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    async def stop_projector(self) -> None:
+        self.projector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.projector
 
     def client(self, user: User | None = None, **kwargs: Any) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {user.token}"} if user and user.token else {}
@@ -160,7 +166,7 @@ async def running_gateway(config: Config) -> AsyncIterator[Running]:
         admin = User(name="admin", realm="admin", secret=secret)
         gw = contexts["gateway"].extra["gateway"]
         assert isinstance(gw, Gateway)
-        running = Running(url, config, log, store, admin, gw)
+        running = Running(url, config, log, store, admin, gw, projector)
         await running.settle(await log.last_sequence())  # the bootstrap's user.created
         await running.login(running.admin)
         yield running

@@ -188,3 +188,17 @@ async def test_migrate(gw: Running, alice: User) -> None:
     assert same.status_code == 409 and same.json()["field"] == "host"
     moving = await client.post("/v1/vms/web/migrate")
     assert moving.status_code == 202 and moving.json()["status"] == "migrating"
+
+
+async def test_an_answer_the_projection_does_not_reach_in_time_is_504(
+    config: Config, tmp_path: Path
+) -> None:
+    async with running_gateway(gateway_config(config, tmp_path, read_your_writes_s=0.5)) as gw:
+        alice = await gw.new_user("alice")
+        await gw.image("alice", "debian")
+        await gw.stop_projector()
+        before = await gw.last_seq()
+        answer = await gw.client(alice).post("/v1/vms", json=vm_body())
+        assert answer.status_code == 504
+        assert "accepted" in answer.json()["error"]
+        assert await gw.last_seq() == before + 1  # the request was taken: it is in the log
