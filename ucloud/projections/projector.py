@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ucloud.errors import CheckpointMoved, DecodeError, StoreError
+from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError
 from ucloud.eventlog import EventLog
 from ucloud.events import decode
 from ucloud.projections.apply import changes
@@ -254,7 +254,8 @@ class Projector:
         metrics: ProjectorMetrics | None = None,
     ) -> None:
         if max_txn_ops < 2:
-            raise StoreError(f"etcd.max_txn_ops must be at least 2, got {max_txn_ops}")
+            reason = f"must be at least 2 (room for the checkpoint), not {max_txn_ops}"
+            raise ConfigError("etcd.max_txn_ops", reason)
         self.log = event_log
         self.writer = Writer(store, prefix, projection)
         self.max_txn_ops = max_txn_ops
