@@ -23,6 +23,9 @@ from ucloud.ids import new_id
 from ucloud.servers import EmbeddedEtcd, EmbeddedNats
 from ucloud.store import Store
 
+# `ucloud up` started by tests must not build the built-in guest images (minutes, root).
+os.environ.setdefault("UCLOUD_IMAGES__BUILTIN", "[]")
+
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in ("root", "netns", "qemu", "ceph"):
