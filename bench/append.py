@@ -8,6 +8,9 @@ On an embedded nats-server in a temporary directory (removed at the end):
 - ``raw``: nats-py's ``js.publish`` of the same kind of payloads with the same headers,
   so the cost of the event log over the client is a ratio.
 
+Besides events/s it reports this process's CPU time per event: on a shared machine the
+wall-clock rate swings with the neighbours, the CPU cost per append much less.
+
 Every phase keeps ``--concurrency`` appends in flight. Phases run interleaved for
 ``--rounds`` rounds and the best rate of each is reported (the machine may be shared).
 Run from the repository root: ``python -m bench.append [--count N] [--concurrency C]``.
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -58,15 +63,25 @@ async def bounded(
     return results  # type: ignore[return-value]
 
 
+@dataclass
+class Phase:
+    per_s: float  # events per second, wall clock
+    cpu_us: float  # this process's CPU microseconds per event (robust on a busy machine)
+
+
 async def measure(
     name: str, items: Sequence[T], concurrency: int, work: Callable[[int, T], Awaitable[R]]
-) -> tuple[float, list[R]]:
-    watch = Stopwatch()
+) -> tuple[Phase, list[R]]:
+    watch, cpu = Stopwatch(), time.process_time()
     results = await bounded(items, concurrency, work)
-    seconds = watch.seconds
-    per_s = rate(len(items), seconds)
-    print(f"{name:>10}: {len(items):>7} events in {seconds:6.2f}s = {per_s:>9.1f}/s", flush=True)
-    return per_s, results
+    seconds, cpu_us = watch.seconds, (time.process_time() - cpu) * 1e6 / len(items)
+    phase = Phase(rate(len(items), seconds), round(cpu_us, 1))
+    print(
+        f"{name:>10}: {len(items):>7} events in {seconds:6.2f}s = {phase.per_s:>9.1f}/s, "
+        f"{phase.cpu_us:5.1f} µs CPU each",
+        flush=True,
+    )
+    return phase, results
 
 
 def raw_item(log: EventLog, event: ev.VmRequested) -> tuple[str, bytes, dict[str, str]]:
@@ -85,8 +100,8 @@ def raw_item(log: EventLog, event: ev.VmRequested) -> tuple[str, bytes, dict[str
     )
 
 
-async def one_round(log: EventLog, count: int, concurrency: int) -> dict[str, float]:
-    """Each phase once; returns events/s by phase. Asserts what was stored."""
+async def one_round(log: EventLog, count: int, concurrency: int) -> dict[str, Phase]:
+    """Each phase once; asserts what was stored."""
     before = await log.last_sequence()
     fresh = [requested(new_id()) for _ in range(count)]
     occ_first, seqs = await measure(
@@ -127,17 +142,23 @@ async def run(config: NatsConfig, count: int, concurrency: int, rounds: int) -> 
             results.append(await one_round(log, count, concurrency))
     finally:
         await log.close()
-    best = {phase: max(r[phase] for r in results) for phase in results[0]}
-    median = {phase: statistics.median(r[phase] for r in results) for phase in results[0]}
+    phases = list(results[0])
+    best = {p: max(r[p].per_s for r in results) for p in phases}
+    median = {p: statistics.median(r[p].per_s for r in results) for p in phases}
+    cpu = {p: min(r[p].cpu_us for r in results) for p in phases}
     occ = min(best["occ_first"], best["occ_next"])
+    occ_cpu = max(cpu["occ_first"], cpu["occ_next"])
     return {
         "append_occ_first_per_s": best["occ_first"],
         "append_occ_next_per_s": best["occ_next"],
         "append_occ_per_s": occ,
-        "append_occ_median_per_s": min(median["occ_first"], median["occ_next"]),
+        "append_occ_median_per_s": round(min(median["occ_first"], median["occ_next"]), 1),
         "append_no_occ_per_s": best["no_occ"],
         "raw_publish_per_s": best["raw"],
         "occ_over_raw": round(occ / best["raw"], 3) if best["raw"] else 0.0,
+        "append_occ_cpu_us": occ_cpu,
+        "raw_publish_cpu_us": cpu["raw"],
+        "append_occ_cpu_bound_per_s": round(1e6 / occ_cpu, 1) if occ_cpu else 0.0,
         "count": count,
         "concurrency": concurrency,
         "rounds": rounds,
@@ -156,7 +177,9 @@ def main() -> None:
         metrics = asyncio.run(run(servers.config().nats, args.count, args.concurrency, args.rounds))
     print(
         f"OCC appends (slower of first/next, best of {args.rounds}): "
-        f"{metrics['append_occ_per_s']}/s, {metrics['occ_over_raw']:.2f}x raw js.publish",
+        f"{metrics['append_occ_per_s']}/s, {metrics['occ_over_raw']:.2f}x raw js.publish; "
+        f"{metrics['append_occ_cpu_us']} µs CPU per append against "
+        f"{metrics['raw_publish_cpu_us']} µs per raw publish",
         flush=True,
     )
     report(metrics)
