@@ -1,0 +1,301 @@
+"""filescan: the files directory as facts, ``file.<id>.uploaded`` once per file version.
+
+Theory of operation. Users' files live in ``<files>/<owner>/<name>``; they arrive by
+``PUT /v1/files/{name}`` or by any other means (copied in by an operator). The file of
+``(owner, name)`` is the aggregate ``file.<file_id(owner, name)>``.
+
+What is recorded is decided from the aggregate alone (``upload_events``,
+``deletion_events``): a version is its size and sha256, and an upload is appended only
+when it differs from the last one recorded (or the file was deleted since). Appends
+expect the aggregate's last sequence, so the gateway (which records its own uploads at
+once, for read-your-writes) and any number of scanners record each version once.
+
+The scanner looks every ``scan_interval_s``. A file counts as complete once two looks in
+a row saw the same size, mtime and inode and it has not changed for ``settle_s``; a file
+still being copied in is left for later. A file whose size and mtime match the last
+recorded upload is not read again; otherwise it is hashed, and recorded unless it changed
+while being hashed. Files that disappear while the scanner watches are recorded as
+deleted (a file removed while no scanner ran stays listed until it is deleted through
+the API or uploaded again). Names that are not valid file names, dot files (uploads in
+progress), symlinks and anything but regular files are never recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ucloud.config import Config
+from ucloud.errors import ConflictError, InputError, LogError
+from ucloud.eventlog import EventLog
+from ucloud.events import Event, FileDeleted, FileUploaded, subject
+from ucloud.events.base import valid_token
+from ucloud.ids import derive_id, new_id
+from ucloud.images.validate import CHUNK, check_file_name
+from ucloud.services import ServiceContext
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:filescan"
+_RETRIES = 8
+
+Key = tuple[str, str]  # (owner, name)
+
+
+def files_dir(config: Config) -> Path:
+    return Path(config.images.files_dir or Path(config.data_dir) / "files")
+
+
+def file_id(owner: str, name: str) -> str:
+    """The id of the file aggregate of ``(owner, name)``: the same for every version."""
+    return derive_id("file", f"{owner}/{name}")
+
+
+def owner_dir(root: Path, owner: str) -> Path:
+    if not valid_token(owner):
+        raise InputError("owner", f"{owner!r} is not a user name")
+    return root / owner
+
+
+def file_path(root: Path, owner: str, name: str, field: str = "name") -> Path:
+    """``<root>/<owner>/<name>``, checked to stay inside the owner's directory."""
+    check_file_name(name, field)
+    directory = owner_dir(root, owner)
+    if directory.is_symlink():
+        raise InputError("owner", f"the files directory of {owner} is a symlink; refused")
+    path = directory / name
+    if path.parent != directory or path.name != name or root not in path.parents:
+        raise InputError(field, "the name leaves the owner's directory")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    size: int
+    sha256: str
+    mtime_ns: int
+
+
+def last_upload(history: Sequence[Event]) -> FileUploaded | None:
+    """The upload in effect: the last one, unless a deletion came after it."""
+    for event in reversed(history):
+        if isinstance(event, FileUploaded):
+            return event
+        if isinstance(event, FileDeleted):
+            return None
+    return None
+
+
+def upload_events(
+    history: Sequence[Event], owner: str, name: str, version: Version, envelope: dict[str, Any]
+) -> list[Event]:
+    current = last_upload(history)
+    if current is not None and (current.size, current.sha256) == (version.size, version.sha256):
+        return []
+    return [
+        FileUploaded(
+            **envelope, file=file_id(owner, name), owner=owner, name=name, size=version.size,
+            sha256=version.sha256, mtime_ns=version.mtime_ns,
+        )
+    ]
+
+
+def deletion_events(
+    history: Sequence[Event], owner: str, name: str, envelope: dict[str, Any]
+) -> list[Event]:
+    if last_upload(history) is None:
+        return []
+    return [FileDeleted(**envelope, file=file_id(owner, name))]
+
+
+def envelope(actor: str, at: datetime | None = None) -> dict[str, Any]:
+    """The envelope of a fact observed on disk: its own cause."""
+    ident = new_id()
+    when = at or datetime.now(UTC)
+    return {"id": ident, "at": when, "actor": actor, "causation": ident, "correlation": ident}
+
+
+Decide = Callable[[Sequence[Event]], list[Event]]
+
+
+async def record(log_: EventLog, file: str, decide: Decide) -> int:
+    """Append what ``decide`` says of the aggregate, expecting its last sequence; returns the
+    sequence appended, or the aggregate's last one when there was nothing to append."""
+    for _ in range(_RETRIES):
+        stored, last = await log_.load("file", file)
+        events = decide([s.event for s in stored])
+        if not events:
+            return last
+        try:
+            seq = last
+            for event in events:
+                seq = await log_.append(event, expected=seq)
+            return seq
+        except ConflictError:
+            continue
+    raise LogError(f"file {file}: kept changing while being recorded")
+
+
+async def record_upload(log_: EventLog, owner: str, name: str, version: Version, actor: str) -> int:
+    return await record(
+        log_, file_id(owner, name),
+        lambda history: upload_events(history, owner, name, version, envelope(actor)),
+    )
+
+
+async def record_deletion(log_: EventLog, owner: str, name: str, actor: str) -> int:
+    return await record(
+        log_, file_id(owner, name),
+        lambda history: deletion_events(history, owner, name, envelope(actor)),
+    )
+
+
+# --- looking at the directory -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def complete(before: Seen | None, now: Seen, now_ns: int, settle_ns: int) -> bool:
+    """Whether a file seen as ``now`` (and ``before`` at the previous look) is whole."""
+    return before == now and now_ns - now.mtime_ns >= settle_ns
+
+
+def observe(root: Path) -> dict[Key, Seen]:
+    """The regular files under ``root/<owner>/`` with valid names."""
+    found: dict[Key, Seen] = {}
+    if not root.is_dir():
+        return found
+    with os.scandir(root) as owners:
+        for owner in owners:
+            if not owner.is_dir(follow_symlinks=False) or not valid_token(owner.name):
+                continue
+            with os.scandir(owner.path) as files:
+                for entry in files:
+                    if not _recordable(entry):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                    found[(owner.name, entry.name)] = Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+    return found
+
+
+def _recordable(entry: os.DirEntry[str]) -> bool:
+    if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+        return False
+    try:
+        check_file_name(entry.name)
+    except InputError:
+        return False
+    return True
+
+
+def hash_file(path: Path, seen: Seen) -> Version | None:
+    """The version of the file, or None if it is not the one ``seen`` (it changed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if _seen(os.fstat(fd)) != seen:
+            return None
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, CHUNK):
+            digest.update(chunk)
+        if _seen(os.fstat(fd)) != seen:
+            return None
+    finally:
+        os.close(fd)
+    return Version(seen.size, digest.hexdigest(), seen.mtime_ns)
+
+
+def _seen(st: os.stat_result) -> Seen:
+    return Seen(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class FileScanner:
+    """Records what it finds in the files directory; ``scan`` is one look."""
+
+    def __init__(
+        self, log_: EventLog, root: Path, settle_s: float,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.log = log_
+        self.root = root
+        self.settle_ns = int(settle_s * 1e9)
+        self.clock = clock
+        self.recorded: dict[Key, tuple[int, int]] = {}  # (size, mtime_ns) in the log
+        self.pending: dict[Key, Seen] = {}
+        self.watched: set[Key] = set()  # seen on disk since this scanner started
+
+    async def load(self) -> None:
+        """What the log records as present now, from its file events."""
+        records = await self.log.records(subject("file", "*", "*"))
+        by_file: dict[str, Key] = {}
+        for record in records:
+            try:
+                event = record.event()
+            except Exception:  # noqa: BLE001 - an undecodable event records nothing here
+                continue
+            if isinstance(event, FileUploaded):
+                by_file[event.file] = (event.owner, event.name)
+                self.recorded[(event.owner, event.name)] = (event.size, event.mtime_ns)
+            elif isinstance(event, FileDeleted) and event.file in by_file:
+                self.recorded.pop(by_file.pop(event.file), None)
+
+    async def scan(self) -> None:
+        now_ns = self.clock()
+        found = await asyncio.to_thread(observe, self.root)
+        for key, seen in sorted(found.items()):
+            if self.recorded.get(key) == (seen.size, seen.mtime_ns):
+                self.pending.pop(key, None)
+                continue
+            before, self.pending[key] = self.pending.get(key), seen
+            if complete(before, seen, now_ns, self.settle_ns):
+                await self._record(key, seen)
+        for key in sorted(self.watched - set(found)):
+            self.pending.pop(key, None)
+            if self.recorded.pop(key, None) is not None:
+                await record_deletion(self.log, *key, ACTOR)
+                log.info("file %s/%s: deleted", *key)
+        self.watched = set(found)
+
+    async def _record(self, key: Key, seen: Seen) -> None:
+        owner, name = key
+        stored, _ = await self.log.load("file", file_id(owner, name))
+        current = last_upload([s.event for s in stored])
+        if current is not None and (current.size, current.mtime_ns) == (seen.size, seen.mtime_ns):
+            self.recorded[key] = (seen.size, seen.mtime_ns)  # recorded by whoever wrote it
+            self.pending.pop(key, None)
+            return
+        version = await asyncio.to_thread(hash_file, self.root / owner / name, seen)
+        if version is None:
+            return  # it changed meanwhile: look again
+        await record_upload(self.log, owner, name, version, ACTOR)
+        self.recorded[key] = (seen.size, seen.mtime_ns)
+        self.pending.pop(key, None)
+        log.info("file %s/%s: %d bytes, sha256 %s", owner, name, version.size, version.sha256)
+
+
+async def run(ctx: ServiceContext) -> None:
+    """The ``filescan`` service: looks at the files directory until cancelled."""
+    settings = ctx.config.images
+    root = files_dir(ctx.config)
+    root.mkdir(parents=True, exist_ok=True)
+    scanner = FileScanner(ctx.log, root, settings.settle_s)
+    await scanner.load()
+    log.info("filescan: watching %s", root)
+    while True:
+        await scanner.scan()
+        await asyncio.sleep(settings.scan_interval_s)
