@@ -33,6 +33,9 @@ Service = Callable[[ServiceContext], Awaitable[None]]
 SERVICES: dict[str, str] = {
     "projector": "ucloud.projections.projector:run",
     "gateway": "ucloud.gateway.service:run",
+    "filescan": "ucloud.handlers.filescan:run",
+    "imagescan": "ucloud.handlers.imagescan:run",
+    "builtins": "ucloud.handlers.builtins:run",
 }
 
 
