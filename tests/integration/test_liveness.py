@@ -1,4 +1,4 @@
-"""Liveness on a real etcd and nats-server: the lease key and the monitor's transitions."""
+"""Liveness on a real etcd and nats-server: lease keys, the monitor, hostd's registration."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from ucloud import events as ev
-from ucloud.config import Config
+from ucloud.config import Config, HostConfig
 from ucloud.eventlog import EventLog
 from ucloud.events import Resources
 from ucloud.handlers import liveness
 from ucloud.handlers.liveness import HostLease, alive_prefix, transitions
 from ucloud.handlers.placement import CapacityLedger, HostCapacity
+from ucloud.hostd import service
+from ucloud.hostd.registry import capacity, detect, last_registration, parse_meminfo
 from ucloud.ids import new_id
 from ucloud.services import ServiceContext
 from ucloud.store import Store, wait_for
@@ -34,6 +37,14 @@ def registered(host: str) -> ev.HostRegistered:
         id=new_id(), at=now(), actor="hostd", host=host,
         capacity=Resources(cpu=4, ram_mib=4096, ssd_mib=10_000),
     )
+
+
+async def cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it ends: Python 3.11's asyncio.wait_for, which the event log's
+    reads use, can swallow a cancel that arrives as its inner future completes."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
 
 
 def test_transitions_only_where_the_log_and_the_keys_disagree() -> None:
@@ -69,8 +80,7 @@ async def test_the_lease_is_renewed_and_taken_again_when_lost(
         assert await wait_for(store, lease.key, lambda v: v is not None, TTL * 2) == b"h1"
         assert lease.lease != first
     finally:
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+        await cancelled(keeper)
         await store.revoke(lease.lease)
 
 
@@ -89,8 +99,7 @@ async def monitors(config: Config, store: Store) -> AsyncIterator[None]:
     ]
     yield
     for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        await cancelled(task)
     for log in logs:
         await log.close()
 
@@ -106,7 +115,8 @@ async def host_events(
                 return seen
         return seen
 
-    return await asyncio.wait_for(follow(), timeout)
+    async with asyncio.timeout(timeout):
+        return await follow()
 
 
 def kinds(events: list[ev.Event]) -> list[str]:
@@ -125,8 +135,7 @@ async def test_a_revoked_lease_gives_one_down_and_a_returning_key_one_up(
     events, _ = await event_log.load("host", "h1")
     assert kinds([s.event for s in events]) == ["registered"]
 
-    keeper.cancel()
-    await asyncio.gather(keeper, return_exceptions=True)
+    await cancelled(keeper)
     await store.revoke(lease.lease)
     seen = await host_events(event_log, "h1", lambda e: "down" in kinds(e))
     assert kinds(seen) == ["registered", "down"]
@@ -136,8 +145,7 @@ async def test_a_revoked_lease_gives_one_down_and_a_returning_key_one_up(
         seen = await host_events(event_log, "h1", lambda e: "up" in kinds(e))
         await asyncio.sleep(0.5)  # time for a second monitor to append a copy, if it would
     finally:
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+        await cancelled(keeper)
     events, _ = await event_log.load("host", "h1")
     assert kinds([s.event for s in events]) == ["registered", "down", "up"]
     down, up = events[1].event, events[2].event
@@ -155,3 +163,64 @@ async def test_a_registered_host_without_a_key_is_down_and_a_stranger_key_is_ign
     assert kinds(seen) == ["registered", "down"]
     assert (await event_log.load("host", "stranger"))[0] == []
     await store.revoke(stranger)
+
+
+# -- hostd: registration and its lease ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "mib"),
+    [
+        ("MemTotal:       24589428 kB\nMemFree:  1 kB\n", 24013),
+        ("MemFree: 5 kB\n", 0),
+    ],
+)
+def test_memtotal_is_read_in_mib(text: str, mib: int) -> None:
+    assert parse_meminfo(text) == mib
+
+
+def test_capacity_takes_the_configured_amounts_over_the_detected(tmp_path: Path) -> None:
+    detected = detect(tmp_path / "not" / "yet")
+    assert detected.cpu >= 1 and detected.ram_mib > 0 and detected.ssd_mib > 0
+    assert detected.hdd_mib == 0
+    host = HostConfig(id="h", ram_mib=1024, hdd_mib=5)
+    assert capacity(host, detected) == Resources(
+        cpu=detected.cpu, ram_mib=1024, ssd_mib=detected.ssd_mib, hdd_mib=5
+    )
+
+
+async def test_hostd_registers_once_per_set_of_facts_and_keeps_its_key(
+    config: Config, event_log: EventLog, store: Store, tmp_path: Path
+) -> None:
+    host = HostConfig(id=f"h{new_id()[-12:]}", cpu=4, ram_mib=8192, ssd_mib=100_000)
+
+    async def registered_as(host: HostConfig) -> bool:
+        last = await last_registration(event_log, host.id)
+        return last is not None and (last.address, last.router) == (host.address, host.router)
+
+    async def hostd(host: HostConfig) -> None:
+        ctx = ServiceContext(
+            config=msgspec.structs.replace(config, host=host), log=event_log, store=store,
+            name="hostd", data_dir=tmp_path,
+        )
+        task = asyncio.create_task(service.run(ctx))
+        key = f"{alive_prefix(config.etcd.prefix)}{host.id}"
+        try:
+            assert await wait_for(store, key, lambda v: v is not None, 10) == host.id.encode()
+            while not await registered_as(host):
+                await asyncio.sleep(0.05)
+        finally:
+            await cancelled(task)
+
+    await hostd(host)
+    await hostd(host)  # a restart with the same facts
+    moved = msgspec.structs.replace(host, address="2001:db8::7", router=True)
+    await hostd(moved)
+    await hostd(moved)
+    events, _ = await event_log.load("host", host.id)
+    registrations = [s.event for s in events]
+    assert [type(e) for e in registrations] == [ev.HostRegistered, ev.HostRegistered]
+    first, second = registrations
+    assert isinstance(first, ev.HostRegistered) and isinstance(second, ev.HostRegistered)
+    assert first.capacity == Resources(cpu=4, ram_mib=8192, ssd_mib=100_000)
+    assert (second.address, second.router) == ("2001:db8::7", True)

@@ -56,7 +56,8 @@ async def wait_events(
                 return seen
         return seen
 
-    return await asyncio.wait_for(follow(), timeout)
+    async with asyncio.timeout(timeout):
+        return await follow()
 
 
 def context(config: Config, log: EventLog, store: Store, name: str = "scheduler") -> ServiceContext:
@@ -68,9 +69,12 @@ async def running(config: Config, log: EventLog, store: Store) -> asyncio.Task[N
 
 
 async def stop(*tasks: asyncio.Task[None]) -> None:
+    """Cancel until they end: Python 3.11's asyncio.wait_for, which the event log's reads
+    use, can swallow a cancel that arrives as its inner future completes."""
     for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
 
 
 @pytest.fixture

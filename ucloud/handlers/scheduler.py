@@ -32,9 +32,7 @@ scheduler folds what the log holds beyond its ledger and decides once more.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -118,13 +116,13 @@ class LedgerFollower:
 
     async def until(self, predicate: Callable[[CapacityLedger], bool], timeout: float) -> bool:
         """Wait until ``predicate(ledger)`` holds; False after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self.ledger):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel.
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate(self.ledger):
+                    await self._changed.wait()
+        except TimeoutError:
+            return False
         return True
 
     def changed(self) -> asyncio.Event:
