@@ -27,6 +27,7 @@ _GROUPS = (
     "ucloud.cli.up_cmd",
     "ucloud.cli.serve_cmd",
     "ucloud.cli.events_cmd",
+    "ucloud.cli.image_cmd",
     "ucloud.cli.file_cmd",
 )
 
