@@ -23,6 +23,7 @@ from ucloud.config import Config
 from ucloud.errors import InputError, LogError
 from ucloud.eventlog import EventLog, Record
 from ucloud.ids import new_id
+from ucloud.servers import free_port
 
 pytestmark = pytest.mark.servers
 
@@ -136,6 +137,10 @@ async def test_tail_refuses_a_bad_id_and_a_missing_stream(
         await tail(config_file, "--id", "a.b")
     with pytest.raises(LogError, match=f"no stream {config.nats.stream}"):
         await tail(config_file)  # nothing was appended: the stream does not exist
+    nowhere = tmp_path / "nowhere.toml"
+    nowhere.write_text(f'[nats]\nurl = "nats://127.0.0.1:{free_port()}"\n')
+    with pytest.raises(LogError, match="cannot reach NATS at nats://127.0.0.1:"):
+        await tail(nowhere)
 
 
 async def test_follow_prints_new_events_until_interrupted(

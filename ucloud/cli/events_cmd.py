@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -90,6 +92,7 @@ async def tail_events(args: argparse.Namespace, out: TextIO | None = None) -> in
     out = out or sys.stdout
     config = server_config(args)
     wanted = event_filter(args.aggregate, args.id)
+    await reachable(config.nats.url)
     event_log = await EventLog.connect(config.nats, name="ucloud-events-tail")
     try:
         try:
@@ -112,6 +115,23 @@ async def tail_events(args: argparse.Namespace, out: TextIO | None = None) -> in
     finally:
         await event_log.close()
     return 0
+
+
+async def reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at the NATS URL (the client would retry forever)."""
+    first = urllib.parse.urlsplit(url.split(",")[0].strip())
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(first.hostname, first.port or 4222), timeout_s
+        )
+    except (OSError, TimeoutError) as exc:
+        raise LogError(
+            f"cannot reach NATS at {url} ({exc}): is `ucloud up` running? "
+            "Point at it with --data-dir DIR, or at a cluster with --config FILE"
+        ) from exc
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 async def _print(
