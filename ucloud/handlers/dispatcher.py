@@ -1,0 +1,186 @@
+"""The dispatcher: turns VM lifecycle intents into commands to the VM's host.
+
+Theory of operation
+-------------------
+It consumes ``vm.*.scheduled`` (start the VM where it was placed), ``start_requested``,
+``stop_requested`` and ``delete_requested`` (durable ``dispatcher``). For each it loads
+the VM's aggregate, folds it into a ``VmState`` (status, host, the request, whether a
+delete was asked for) and lets ``dispatch`` decide, purely:
+
+- a command to the host: ``host.<h>.vm_start`` (self-contained: owner, name, spec,
+  image, NICs, restart policy from the VM's request), ``vm_stop`` or ``vm_delete``;
+- ``vm.<id>.deleted`` directly, for a delete of a VM that never got a host (requested or
+  failed) or whose host died with it (lost); appended expecting the VM's last sequence, so
+  that it and a scheduler's ``vm.<id>.scheduled`` cannot both win;
+- nothing, with the reason logged, when the intent makes no sense in the VM's state (the
+  gateway refuses those earlier; a redelivery of an old intent lands here too).
+
+Ids derive from the intent's id, so a redelivered intent appends nothing new; past the
+log's de-duplication window a redelivery looks for the command in its aggregate first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from ucloud.errors import ConflictError, LogError
+from ucloud.eventlog import EventLog
+from ucloud.events import (
+    Cause,
+    Event,
+    HostVmDelete,
+    HostVmStart,
+    HostVmStop,
+    VmCrashed,
+    VmDeleted,
+    VmDeleteRequested,
+    VmEvacuated,
+    VmEvent,
+    VmLost,
+    VmMigrated,
+    VmRequested,
+    VmScheduled,
+    VmSchedulingFailed,
+    VmStarted,
+    VmStartRequested,
+    VmStopped,
+    VmStopRequested,
+    subject,
+)
+from ucloud.handlers.runner import delivery, run_consumer
+from ucloud.services import ServiceContext
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:dispatcher"
+DURABLE = "dispatcher"
+INTENTS = (VmScheduled, VmStartRequested, VmStopRequested, VmDeleteRequested)
+SUBJECTS = tuple(subject("vm", "*", cls.tag().split(".", 1)[1]) for cls in INTENTS)
+RETRIES = 8
+
+Status = Literal[
+    "none", "requested", "scheduled", "running", "stopped", "crashed", "failed", "deleted",
+    "lost",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VmState:
+    """What the dispatcher needs to know of a VM."""
+
+    status: Status = "none"
+    host: str = ""
+    request: VmRequested | None = None
+    deleting: bool = False
+
+
+def evolve(state: VmState, event: Event) -> VmState:
+    if isinstance(event, VmRequested):
+        return replace(state, status="requested", request=event)
+    if isinstance(event, VmScheduled):
+        return replace(state, status="scheduled", host=event.host)
+    if isinstance(event, VmSchedulingFailed):
+        return replace(state, status="failed")
+    if isinstance(event, VmStarted):
+        return replace(state, status="running", host=event.host)
+    if isinstance(event, VmStopped):
+        return replace(state, status="stopped", host=event.host)
+    if isinstance(event, VmCrashed):
+        return replace(state, status="crashed", host=event.host)
+    if isinstance(event, VmLost):
+        return replace(state, status="lost", host=event.host)
+    if isinstance(event, VmDeleted):
+        return replace(state, status="deleted")
+    if isinstance(event, VmDeleteRequested):
+        return replace(state, deleting=True)
+    if isinstance(event, VmMigrated):
+        return replace(state, host=event.to_host)
+    if isinstance(event, VmEvacuated):
+        return replace(state, status="scheduled", host=event.to_host)
+    return state
+
+
+def fold(events: Iterable[Event]) -> VmState:
+    state = VmState()
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def dispatch(state: VmState, intent: VmEvent, cause: Cause) -> Event | str:
+    """The event an intent leads to in the VM's state, or why there is none (pure)."""
+    if state.status == "none" or state.request is None:
+        return "no such VM"
+    if state.status == "deleted":
+        return "the VM is deleted"
+    if isinstance(intent, VmDeleteRequested):
+        if state.status in ("requested", "failed", "lost"):
+            return VmDeleted(**cause.envelope("deleted"), vm=intent.vm, host=state.host)
+        return HostVmDelete(**cause.envelope("vm_delete"), host=state.host, vm=intent.vm)
+    if state.deleting:
+        return "the VM is being deleted"
+    if isinstance(intent, VmScheduled):
+        if state.status != "scheduled" or state.host != intent.host:
+            return f"the VM is {state.status} on {state.host or 'no host'}"
+        return _start(state, state.request, cause)
+    if isinstance(intent, VmStartRequested):
+        if state.status not in ("stopped", "crashed"):
+            return f"a start needs a stopped VM; it is {state.status}"
+        return _start(state, state.request, cause)
+    if isinstance(intent, VmStopRequested):
+        if state.status not in ("scheduled", "running", "crashed"):
+            return f"a stop needs a VM on a host; it is {state.status}"
+        return HostVmStop(**cause.envelope("vm_stop"), host=state.host, vm=intent.vm)
+    return f"{intent.tag()} is not an intent the dispatcher handles"
+
+
+def _start(state: VmState, request: VmRequested, cause: Cause) -> HostVmStart:
+    return HostVmStart(
+        **cause.envelope("vm_start"), host=state.host, vm=request.vm, owner=request.owner,
+        name=request.name, spec=request.spec, image=request.image, nics=request.nics,
+        restart=request.restart,
+    )
+
+
+class Dispatcher:
+    """The handler of the dispatcher: ``handle`` is given to the consumer runner."""
+
+    def __init__(
+        self, log_: EventLog, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.log = log_
+        self.clock = clock
+
+    async def handle(self, intent: Event, seq: int) -> None:
+        if not isinstance(intent, INTENTS):
+            return
+        cause = Cause.of(intent, ACTOR, self.clock())
+        for _ in range(RETRIES):
+            stored, last = await self.log.load("vm", intent.vm)
+            outcome = dispatch(fold(s.event for s in stored), intent, cause)
+            if isinstance(outcome, str):
+                log.info("vm %s: %s at %d ignored: %s", intent.vm, intent.tag(), seq, outcome)
+                return
+            if delivery() > 1 and await self.log.find(outcome):
+                return
+            expected = last if isinstance(outcome, VmDeleted) else None
+            try:
+                await self.log.append(outcome, expected=expected)
+            except ConflictError:
+                continue  # the VM moved (a scheduler placed it meanwhile): decide again
+            log.info("vm %s: %s -> %s", intent.vm, intent.tag(), outcome.subject)
+            return
+        raise LogError(f"vm {intent.vm}: gave up after {RETRIES} conflicts")
+
+
+async def run(ctx: ServiceContext) -> None:
+    """The ``dispatcher`` service."""
+    await run_consumer(
+        ctx.log, ctx.store, durable=DURABLE, subjects=SUBJECTS, handle=Dispatcher(ctx.log).handle,
+        settings=ctx.config.consumer, poison_prefix=f"{ctx.config.etcd.prefix}_poison/",
+        name=ctx.name,
+    )
