@@ -36,6 +36,10 @@ SERVICES: dict[str, str] = {
     "filescan": "ucloud.handlers.filescan:run",
     "imagescan": "ucloud.handlers.imagescan:run",
     "builtins": "ucloud.handlers.builtins:run",
+    "monitor": "ucloud.handlers.liveness:run_monitor",
+    "hostd": "ucloud.hostd.service:run",
+    "scheduler": "ucloud.handlers.scheduler:run",
+    "dispatcher": "ucloud.handlers.dispatcher:run",
 }
 
 
