@@ -25,6 +25,7 @@ from ucloud.handlers.filescan import (
     hash_file,
     last_upload,
     observe,
+    stale_temporaries,
     upload_events,
 )
 from ucloud.ids import new_id
@@ -170,3 +171,17 @@ def test_a_builtin_image_is_requested_again_only_after_a_deletion() -> None:
     assert not needs_request([requested])
     assert needs_request([requested, gone])
     assert not needs_request([requested, gone, requested])
+
+
+def test_only_temporaries_left_untouched_for_long_are_stale(tmp_path: Path) -> None:
+    alice = tmp_path / "alice"
+    alice.mkdir()
+    for name in (".upload-old", ".builtin-old", ".upload-fresh", "old.img", ".other"):
+        (alice / name).write_bytes(b"x")
+    for name in (".upload-old", ".builtin-old", "old.img", ".other"):
+        os.utime(alice / name, ns=(0, 0))
+    (alice / ".upload-link").symlink_to("/etc/passwd")
+    now = (alice / ".upload-fresh").stat().st_mtime_ns + 10
+    stale = stale_temporaries(tmp_path, now, max_age_ns=3600 * 10**9)
+    assert sorted(p.name for p in stale) == [".builtin-old", ".upload-old"]
+    assert stale_temporaries(tmp_path / "missing", now) == []

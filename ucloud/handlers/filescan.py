@@ -17,7 +17,8 @@ recorded upload is not read again; otherwise it is hashed, and recorded unless i
 while being hashed. Files that disappear while the scanner watches are recorded as
 deleted (a file removed while no scanner ran stays listed until it is deleted through
 the API or uploaded again). Names that are not valid file names, dot files (uploads in
-progress), symlinks and anything but regular files are never recorded.
+progress), symlinks and anything but regular files are never recorded. Temporary files of
+uploads whose writer died (untouched for an hour) are removed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from ucloud.services import ServiceContext
 log = logging.getLogger(__name__)
 
 ACTOR = "system:filescan"
+TEMPORARY = (".upload-", ".builtin-")  # files being written into place, never recorded
+STALE_NS = 3600 * 10**9
+SWEEP_NS = 60 * 10**9
 _RETRIES = 8
 
 Key = tuple[str, str]  # (owner, name)
@@ -191,6 +195,23 @@ def observe(root: Path) -> dict[Key, Seen]:
     return found
 
 
+def stale_temporaries(root: Path, now_ns: int, max_age_ns: int = STALE_NS) -> list[Path]:
+    """Dot files of uploads that were cut without cleaning up (the writer died), untouched
+    for ``max_age_ns``: an upload in progress keeps writing, so its mtime stays fresh."""
+    stale: list[Path] = []
+    if not root.is_dir():
+        return stale
+    for owner in root.iterdir():
+        if owner.is_symlink() or not owner.is_dir() or not valid_token(owner.name):
+            continue
+        for path in owner.iterdir():
+            if not path.name.startswith(TEMPORARY) or path.is_symlink() or not path.is_file():
+                continue
+            if now_ns - path.stat().st_mtime_ns > max_age_ns:
+                stale.append(path)
+    return stale
+
+
 def _recordable(entry: os.DirEntry[str]) -> bool:
     if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
         return False
@@ -238,6 +259,7 @@ class FileScanner:
         self.recorded: dict[Key, tuple[int, int]] = {}  # (size, mtime_ns) in the log
         self.pending: dict[Key, Seen] = {}
         self.watched: set[Key] = set()  # seen on disk since this scanner started
+        self.swept_ns = 0
 
     async def load(self) -> None:
         """What the log records as present now, from its file events."""
@@ -270,6 +292,11 @@ class FileScanner:
                 await record_deletion(self.log, *key, ACTOR)
                 log.info("file %s/%s: deleted", *key)
         self.watched = set(found)
+        if now_ns - self.swept_ns >= SWEEP_NS:
+            self.swept_ns = now_ns
+            for path in await asyncio.to_thread(stale_temporaries, self.root, now_ns):
+                path.unlink(missing_ok=True)
+                log.warning("removed %s: an upload left unfinished", path)
 
     async def _record(self, key: Key, seen: Seen) -> None:
         owner, name = key
