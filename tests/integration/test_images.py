@@ -26,6 +26,7 @@ from ucloud import events as ev
 from ucloud.cli.main import main
 from ucloud.config import Config
 from ucloud.handlers.builtins import builtin_image_id, register_builtin
+from ucloud.handlers.imagescan import ImageScan
 from ucloud.handlers.imagescan import run as run_imagescan
 from ucloud.ids import new_id
 from ucloud.images.store import FsStore
@@ -329,3 +330,35 @@ def _qemu_block_devices(argv: list[str]) -> dict[str, tuple[str, str | None]]:
         n["node-name"]: (n["image"]["filename"], n["image"].get("backing-filename"))
         for n in nodes if n["node-name"] in ("disk0", "disk1")
     }
+
+
+async def test_a_repeated_request_is_decided_once_and_clones_keep_their_image(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    alice = await cloud.running.new_user()
+    raw_disk(tmp_path / "disk.raw")
+    await cloud.upload(alice, "disk.img", tmp_path / "disk.raw")
+    image = (await cloud.request(alice, "disk.img", "base"))["id"]
+    assert (await cloud.outcome(alice, image))["status"] == "created"
+    stored, _ = await cloud.running.log.load("image", image)
+    request = stored[0].event
+    assert isinstance(request, ev.ImageRequested)
+    await ImageScan(cloud.running.log, cloud.context.config).create(request)  # redelivered
+    stored, _ = await cloud.running.log.load("image", image)
+    assert [s.event.tag() for s in stored] == ["image.requested", "image.created"]
+
+    store = FsStore(tmp_path / "images", tmp_path / "disks")
+    store.clone_disk(image, "vm1", 16)  # a disk no VM view knows of (e.g. a lost host's)
+    deleted = await cloud.running.client(alice).delete(f"/v1/images/{image}")
+    assert deleted.status_code == 202 and deleted.json()["status"] == "deleting"
+    done = await cloud.outcome(alice, image)
+    assert done["status"] == "failed"
+    assert done["reason"] == "not deleted: 1 VM disk(s) are clones of it: vm1"
+    assert store.has_image(image)
+    store.delete_disks("vm1")
+    again = await cloud.running.client(alice).delete(f"/v1/images/{image}")
+    assert again.status_code == 202
+    async with asyncio.timeout(30):
+        while (await cloud.running.client(alice).get(f"/v1/images/{image}")).status_code != 404:
+            await asyncio.sleep(0.05)
+    assert not store.has_image(image) and cloud.store_files() == []

@@ -132,25 +132,30 @@ class ImageScan:
         stored, _ = await self.log.load("image", request.image)
         if decided([s.event for s in stored]):
             return
-        cause = Cause.of(request, ACTOR, self.clock())
         outcome: Event
         try:
             name = request.file_name or await self._file_name(request)
             store = open_store(self.config, request.store)
             size, checksum = await asyncio.to_thread(produce, self.config, request, name, store)
             outcome = ImageCreated(
-                **cause.envelope("created"), image=request.image, size=size, checksum=checksum
+                **self._cause(request).envelope("created"), image=request.image, size=size,
+                checksum=checksum,
             )
             log.info("image %s (%s): created, %d bytes", request.image, request.name, size)
         except InputError as exc:
-            outcome = self._failed(cause, request, f"{request.file_name or 'file'}: {exc.reason}")
+            outcome = self._failed(request, f"{request.file_name or 'file'}: {exc.reason}")
         except (UcloudError, OSError) as exc:
-            outcome = self._failed(cause, request, str(exc))
+            outcome = self._failed(request, str(exc))
         await self._append(request.image, outcome, lambda history: not decided(history))
 
-    def _failed(self, cause: Cause, request: ImageRequested, reason: str) -> ImageFailed:
+    def _cause(self, event: Event) -> Cause:
+        return Cause.of(event, ACTOR, self.clock())  # at: when the outcome is known
+
+    def _failed(self, request: ImageRequested, reason: str) -> ImageFailed:
         log.info("image %s (%s): refused: %s", request.image, request.name, reason)
-        return ImageFailed(**cause.envelope("failed"), image=request.image, reason=reason)
+        return ImageFailed(
+            **self._cause(request).envelope("failed"), image=request.image, reason=reason
+        )
 
     async def _file_name(self, request: ImageRequested) -> str:
         """The file's name from its aggregate, for requests that name only its id."""
@@ -168,17 +173,19 @@ class ImageScan:
         request = next((e for e in history if isinstance(e, ImageRequested)), None)
         if request is None or any(isinstance(e, ImageDeleted) for e in history):
             return
-        cause = Cause.of(event, ACTOR, self.clock())
-        outcome: Event = ImageDeleted(**cause.envelope("deleted"), image=event.image)
+        outcome: Event
         try:
             store = open_store(self.config, request.store)
             await asyncio.to_thread(store.delete_image, event.image)
+            outcome = ImageDeleted(**self._cause(event).envelope("deleted"), image=event.image)
         except Refused as exc:
             outcome = ImageFailed(
-                **cause.envelope("delete_failed"), image=event.image,
+                **self._cause(event).envelope("delete_failed"), image=event.image,
                 reason=f"not deleted: {exc.reason}",
             )
-        await self._append(event.image, outcome, lambda history: outcome not in history)
+        await self._append(
+            event.image, outcome, lambda history: all(e.id != outcome.id for e in history)
+        )
 
     async def _append(
         self, image: str, outcome: Event, still: Callable[[list[Event]], bool]
