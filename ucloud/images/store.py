@@ -194,7 +194,11 @@ class FsStore:
         argv = ["qemu-img", "create", "-q", "-f", "qcow2", *backing, str(tmp), f"{size_mib}M"]
         try:
             done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=_QEMU_IMG_TIMEOUT_S, check=False,
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=_QEMU_IMG_TIMEOUT_S,
+                check=False,
                 stdin=subprocess.DEVNULL,
             )
             if done.returncode != 0:

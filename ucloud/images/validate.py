@@ -71,8 +71,9 @@ def check_file_name(name: str, field: str = "name") -> None:
     if name.startswith("."):
         raise InputError(field, "a file name must not start with '.'")
     if not _NAME.match(name):
-        raise InputError(field, "use letters, digits, '.', '_' or '-', starting with a letter "
-                         "or digit")
+        raise InputError(
+            field, "use letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
 
 
 def check_image_name(name: str, field: str = "name") -> None:
@@ -137,9 +138,7 @@ def judge_check(report: Mapping[str, Any] | None, returncode: int, detail: str) 
     corruptions = int(report.get("corruptions", 0) or 0)
     errors = int(report.get("check-errors", 0) or 0)
     if corruptions or errors or returncode == 2:
-        raise InputError(
-            "file", f"is corrupt: {corruptions} corruptions, {errors} check errors"
-        )
+        raise InputError("file", f"is corrupt: {corruptions} corruptions, {errors} check errors")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +161,7 @@ def inspect(path: Path, name: str, max_virtual_bytes: int) -> Inspection:
         raise InputError("file", f"is not a readable {fmt} image: {_tail(done.stderr)}")
     size = judge_info(_json(done.stdout) or {}, fmt, max_virtual_bytes)
     if fmt == "qcow2":
-        checked = _qemu_img(
-            ["check", "--output=json", "-f", fmt, str(path)], INFO_TIMEOUT_S, True
-        )
+        checked = _qemu_img(["check", "--output=json", "-f", fmt, str(path)], INFO_TIMEOUT_S, True)
         judge_check(_json(checked.stdout), checked.returncode, _tail(checked.stderr))
     return Inspection(fmt, size)
 
@@ -226,7 +223,11 @@ def _qemu_img(args: list[str], timeout: float, limited: bool) -> subprocess.Comp
         argv = ["prlimit", f"--as={INFO_ADDRESS_SPACE}", f"--cpu={INFO_CPU_S}", "--", *argv]
     try:
         return subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False,
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:
