@@ -260,3 +260,8 @@ def test_the_decision_does_not_depend_on_the_order_hosts_are_given_in(
     assert first == place(request_, CapacityLedger.of(shuffled), policy)
     expected = reference(request_, views, policy)
     assert first == Placement(expected) if expected else isinstance(first, NoCapacity)
+    # passing hosts over: the choice among the others, by the same rules
+    avoid = set(data.draw(st.lists(st.sampled_from([v.id for v in views]))))
+    among = reference(request_, [v for v in views if v.id not in avoid], policy)
+    passing = place(request_, CapacityLedger.of(views), policy, avoid)
+    assert passing == Placement(among) if among else isinstance(passing, NoCapacity)

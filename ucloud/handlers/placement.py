@@ -21,6 +21,8 @@ scheduler may fold its own successful placement at once and the log's copy later
    to the lowest host id, so the same ledger and request always give the same host.
 4. When nothing fits, ``NoCapacity`` names the resource that ran out and by how much,
    or says that no host is up and undrained.
+5. Hosts the caller names in ``avoid`` are passed over (a scheduler's ledger is behind on
+   them: it just placed there, or lost a race there); the rest of the order stands.
 
 Speed: the ledger keeps the eligible hosts sorted by free (RAM, id), and the largest
 free amount of every resource. ``place`` bisects to the first host with enough RAM and
@@ -34,7 +36,7 @@ Nothing here reads a clock, does I/O or changes its inputs.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Literal
@@ -158,8 +160,14 @@ class CapacityLedger:
         return len(self._by_ram[0][0])
 
 
-def place(request: Resources, hosts: CapacityLedger, policy: Policy) -> Placement | NoCapacity:
-    """The host for a VM of size ``request``, or why there is none."""
+def place(
+    request: Resources, hosts: CapacityLedger, policy: Policy, avoid: Collection[str] = ()
+) -> Placement | NoCapacity:
+    """The host for a VM of size ``request``, or why there is none.
+
+    Hosts in ``avoid`` are passed over: those the caller knows its ledger is behind on.
+    A NoCapacity then may not be final, and the reason still speaks of every host.
+    """
     if not hosts._by_ram[0][0]:
         return NoCapacity("host", "no host is up and undrained")
     cpu, ram, ssd, hdd = need = (request.cpu, request.ram_mib, request.ssd_mib, request.hdd_mib)
@@ -177,7 +185,7 @@ def place(request: Resources, hosts: CapacityLedger, policy: Policy) -> Placemen
     else:
         candidates = islice(spread, bisect_left(spread, (1 - ram,)))
     for _, host, c, s, d in candidates:
-        if c >= cpu and s >= ssd and d >= hdd:
+        if c >= cpu and s >= ssd and d >= hdd and host not in avoid:
             return Placement(host)
     return _no_single_host(need, hosts.short(need), hosts.eligible())
 

@@ -8,12 +8,16 @@ It consumes ``vm.*.requested`` (durable ``scheduler``, shared by every scheduler
 log, so a scheduler may restart or run in many copies.
 
 For a request: load the VM's aggregate; if it is already scheduled, failed, deleted or
-being deleted there is nothing to do. A reservation the ledger already holds for the VM
-(an earlier delivery that got that far) is reused; otherwise ``place()`` decides and the
-scheduler appends ``host.<h>.vm_placed`` expecting the host's last sequence as the
-ledger knows it. Another scheduler that placed on the host first makes that a conflict:
-wait for the ledger to pass the expected sequence, decide again. A host the scheduler
-itself placed on is not decided on again until the ledger shows that placement.
+being deleted there is nothing to do. (A first delivery skips the load: the append of
+``vm.scheduled`` expects the request's own sequence, so anything that followed the
+request makes it conflict, and the VM is loaded then.) A reservation the ledger already
+holds for the VM (an earlier delivery that got that far) is reused; otherwise ``place()``
+decides and the scheduler appends ``host.<h>.vm_placed`` expecting the host's last
+sequence as the ledger knows it. Another scheduler that placed on the host first makes
+that a conflict. Either way the ledger is now behind on that host: until it shows the
+placement (or passes the sequence that conflicted), decisions pass the host over, so the
+next decision need not wait for the follower. Only a decision that finds no room while
+passing hosts over waits for them.
 
 Then ``vm.<id>.scheduled`` is appended expecting the VM's last sequence. If the VM moved
 meanwhile, it is loaded again: scheduled elsewhere (a concurrent delivery won) or deleted
@@ -32,6 +36,7 @@ scheduler folds what the log holds beyond its ledger and decides once more.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -53,7 +58,7 @@ from ucloud.events import (
     subject,
 )
 from ucloud.handlers.placement import CapacityLedger, NoCapacity, advanced, evolve, place
-from ucloud.handlers.runner import run_consumer
+from ucloud.handlers.runner import delivery, run_consumer
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,7 @@ class LedgerFollower:
         self.log = log_
         self.ledger = CapacityLedger()
         self.ready = asyncio.Event()  # set once the history up to the start is folded
-        self.appended: dict[str, int] = {}  # host -> sequence of our own last append there
+        self.behind: dict[str, int] = {}  # host -> a sequence the ledger has yet to show
         self._changed = asyncio.Event()
 
     async def run(self) -> None:
@@ -106,13 +111,20 @@ class LedgerFollower:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def noted(self, host: str, seq: int) -> None:
-        """Remember an append of ours to ``host`` at ``seq``."""
-        self.appended[host] = max(seq, self.appended.get(host, 0))
+    def expect(self, host: str, seq: int) -> None:
+        """The log holds ``seq`` for ``host``: the ledger is behind on it until it shows it."""
+        if seq > self.behind.get(host, 0):
+            self.behind[host] = seq
+
+    def stale(self) -> frozenset[str]:
+        """The hosts the ledger is behind on."""
+        ledger = self.ledger
+        for host in [h for h, seq in self.behind.items() if ledger.seq_of(h) >= seq]:
+            del self.behind[host]
+        return frozenset(self.behind)
 
     def fresh(self, host: str) -> bool:
-        """Whether the ledger shows our own last append to ``host``."""
-        return self.ledger.seq_of(host) >= self.appended.get(host, 0)
+        return self.ledger.seq_of(host) >= self.behind.get(host, 0)
 
     async def until(self, predicate: Callable[[CapacityLedger], bool], timeout: float) -> bool:
         """Wait until ``predicate(ledger)`` holds; False after ``timeout`` seconds."""
@@ -138,7 +150,12 @@ def settled(events: list[Stored]) -> bool:
     )
 
 
-_FAILED = ""  # what _reserve returns when the VM was recorded as not schedulable
+class _Again(enum.Enum):
+    """What to do when a reservation did not come about."""
+
+    HOST = "decide again"  # the host moved on (or the ledger was behind)
+    VM_MOVED = "load the VM again"  # appending the failure conflicted
+    DONE = "nothing more"  # the failure is recorded
 
 
 class Scheduler:
@@ -161,39 +178,54 @@ class Scheduler:
             log.warning("host %s is down; its VMs stay there (no evacuation yet)", event.host)
         elif isinstance(event, VmRequested):
             await self.follower.ready.wait()
-            await self.schedule(event)
+            await self.schedule(event, seq)
 
-    async def schedule(self, request: VmRequested) -> None:
+    async def schedule(self, request: VmRequested, seq: int = 0) -> None:
         cause = Cause.of(request, ACTOR, self.clock())
         mine = ""  # the host this call reserved
+        vm: tuple[list[Stored], int] | None = None
+        if seq and delivery() == 1:
+            # A first delivery takes the request for the whole aggregate: if anything
+            # followed it, vm.scheduled (expecting the request's sequence) conflicts, and
+            # the VM is loaded then.
+            vm = ([Stored(seq, request)], seq)
         for _ in range(self.settings.conflict_retries):
-            stored, vm_last = await self.log.load("vm", request.vm)
+            if vm is None:
+                vm = await self.log.load("vm", request.vm)
+            stored, vm_last = vm
             if settled(stored):
                 await self._release_unused(request, cause, stored, mine)
                 return
             held = self.follower.ledger.hosts_of(request.vm)
             host = mine or (held[0] if held else await self._reserve(request, cause, vm_last))
-            if host is None:
-                continue
-            if host == _FAILED:
+            if host is _Again.DONE:
                 return
+            if host is _Again.VM_MOVED:
+                vm = None
+            if not isinstance(host, str):
+                continue
             mine = host
             scheduled = VmScheduled(**cause.envelope(f"scheduled/{host}"), vm=request.vm, host=host)
             try:
                 await self.log.append(scheduled, expected=vm_last)
             except ConflictError:
-                continue  # the VM moved: load it again and see
+                vm = None  # the VM moved: load it and see
+                continue
             log.info("vm %s scheduled on %s", request.vm, host)
             return
         raise LogError(f"vm {request.vm}: gave up after {self.settings.conflict_retries} conflicts")
 
-    async def _reserve(self, request: VmRequested, cause: Cause, vm_last: int) -> str | None:
-        """The host now reserved for the VM, _FAILED, or None: decide again."""
-        outcome = place(request.spec, self.follower.ledger, self.settings.policy)
+    async def _reserve(self, request: VmRequested, cause: Cause, vm_last: int) -> str | _Again:
+        """The host now reserved for the VM, or what to do instead."""
+        follower, policy = self.follower, self.settings.policy
+        avoid = follower.stale()
+        outcome = place(request.spec, follower.ledger, policy, avoid)
+        if isinstance(outcome, NoCapacity) and avoid:  # not final: wait for those hosts
+            await follower.until(lambda _: not follower.stale(), self.settings.catch_up_s)
+            return _Again.HOST
         if isinstance(outcome, NoCapacity):  # final: decide again on the newest ledger
-            await self.follower.catch_up()
-            outcome = place(request.spec, self.follower.ledger, self.settings.policy)
-        ledger = self.follower.ledger
+            await follower.catch_up()
+            outcome = place(request.spec, follower.ledger, policy, follower.stale())
         if isinstance(outcome, NoCapacity):
             failed = VmSchedulingFailed(
                 **cause.envelope("scheduling_failed"), vm=request.vm, reason=outcome.reason,
@@ -202,24 +234,20 @@ class Scheduler:
             try:
                 await self.log.append(failed, expected=vm_last)
             except ConflictError:
-                return None
+                return _Again.VM_MOVED
             log.info("vm %s not scheduled: %s", request.vm, outcome.reason)
-            return _FAILED
+            return _Again.DONE
         host = outcome.host
-        catch_up = self.settings.catch_up_s
-        if not self.follower.fresh(host):
-            await self.follower.until(lambda _: self.follower.fresh(host), catch_up)
-            return None
-        expected = ledger.seq_of(host)
+        expected = follower.ledger.seq_of(host)
         placed = HostVmPlaced(
             **cause.envelope(f"placed/{host}"), host=host, vm=request.vm, resources=request.spec
         )
         try:
             seq = await self.log.append(placed, expected=expected)
         except ConflictError:
-            await self.follower.until(lambda now: now.seq_of(host) > expected, catch_up)
-            return None
-        self.follower.noted(host, seq)
+            follower.expect(host, expected + 1)
+            return _Again.HOST
+        follower.expect(host, seq)
         return host
 
     async def _release_unused(
