@@ -97,7 +97,7 @@ def main() -> None:
     ledger = cluster(args.hosts, random.Random(1))
     result: dict[str, object] = {"bench": "placement", "hosts": args.hosts}
     for policy in ("pack", "spread"):
-        rate, failed = decisions_per_second(ledger, policy, args.decisions)  # type: ignore[arg-type]
+        rate, failed = decisions_per_second(ledger, policy, args.decisions)
         print(f"{policy}: {rate:,.0f} decisions/s ({failed} of {args.decisions} found no host)")
         result[f"{policy}_per_s"] = round(rate)
     folding, placed = with_folding(ledger, "spread", min(args.decisions, 20_000))

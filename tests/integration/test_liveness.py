@@ -11,9 +11,11 @@ import msgspec
 import pytest
 
 from ucloud import events as ev
-from ucloud.config import Config, HostConfig
+from ucloud.config import Config, HostConfig, decode, default_host_id
+from ucloud.errors import ConfigError
 from ucloud.eventlog import EventLog
 from ucloud.events import Resources
+from ucloud.events.base import valid_token
 from ucloud.handlers import liveness
 from ucloud.handlers.liveness import HostLease, alive_prefix, transitions
 from ucloud.handlers.placement import CapacityLedger, HostCapacity
@@ -224,3 +226,26 @@ async def test_hostd_registers_once_per_set_of_facts_and_keeps_its_key(
     assert isinstance(first, ev.HostRegistered) and isinstance(second, ev.HostRegistered)
     assert first.capacity == Resources(cpu=4, ram_mib=8192, ssd_mib=100_000)
     assert (second.address, second.router) == ("2001:db8::7", True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"id": "node1.example.org"}, "host.id"),
+        ({"address": "192.0.2.1"}, "address"),
+        ({"cpu": 0}, "host.cpu"),
+        ({"ram_mib": -1}, "host.ram_mib"),
+        ({"lease_ttl_s": 1}, "host.lease_ttl_s"),
+        ({"disk": 5}, "host.disk"),
+    ],
+)
+def test_a_wrong_host_setting_is_named(raw: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        decode({"host": raw})
+    assert key in str(info.value)
+
+
+def test_the_default_host_id_is_the_hostname_as_a_subject_token() -> None:
+    assert valid_token(default_host_id())
+    assert decode({}).host.id == default_host_id()
+    assert decode({"host": {"address": "2001:db8::1"}}).host.address == "2001:db8::1"
