@@ -270,7 +270,7 @@ async def test_a_handler_that_always_fails_ends_as_poison_without_blocking(
         handled.add(seq)
 
     durable = durable_name()
-    settings = ConsumerConfig(batch=16, ack_wait_s=5.0, max_deliver=3, backoff_s=[0.2])
+    settings = ConsumerConfig(batch=16, ack_wait_s=5.0, max_deliver=3, backoff_s=[0.5])
     start(picky, durable=durable, settings=settings)
     doomed = await event_log.append(requested(doomed_vm))
     before = await event_log.append(requested(new_id()))
