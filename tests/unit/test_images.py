@@ -4,9 +4,13 @@ the initramfs archive, GRUB's placement on the disk, and the cache around a buil
 from __future__ import annotations
 
 import argparse
+import gzip
+import lzma
+import os
 import shutil
 import stat
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 import ucloud
 from ucloud.cli import image_cmd
 from ucloud.errors import ImageBuildError, InputError
-from ucloud.images import builder, initramfs
+from ucloud.images import builder, initramfs, tiny
 from ucloud.images.disk import PARTITION_START, SECTOR, DiskError, install_grub
 from ucloud.images.modules import (
     Module,
@@ -487,3 +491,32 @@ def test_mounts_under_finds_mounts_left_in_a_scratch_tree_deepest_first() -> Non
         "/c/.debian-build-x/with space",
     ]
     assert builder.mounts_under(mountinfo, "/elsewhere") == []
+
+
+def test_a_cache_dir_that_cannot_be_made_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="cache_dir: .*/file/cache: Not a directory"):
+        builder.build("tiny", tmp_path / "file" / "cache", progress=lambda line: None)
+
+
+def test_preflight_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ImageBuildError, match="image debian: start: building images needs root"):
+        builder._preflight("debian")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(builder, "missing_tools", lambda: ["mmdebstrap (mmdebstrap)"])
+    with pytest.raises(ImageBuildError, match=r"missing mmdebstrap \(mmdebstrap\).*scripts/setup"):
+        builder._preflight("debian")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "pack"),
+    [(".ko", bytes), (".ko.xz", lzma.compress), (".ko.gz", gzip.compress)],
+)
+def test_modules_reach_the_initramfs_uncompressed(
+    tmp_path: Path, suffix: str, pack: Callable[[bytes], bytes]
+) -> None:
+    path = tmp_path / f"virtio_blk{suffix}"
+    path.write_bytes(pack(b"\x7fELF module"))
+    ctx = BuildContext("tiny", "0" * 12, tmp_path, [], tmp_path, lambda line: None)
+    assert tiny.module_bytes(ctx, path) == b"\x7fELF module"

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import ucloud
@@ -88,27 +88,44 @@ def build(
     r = recipe(name)
     final_digest = recipe_hash(name, package_dir)
     final = cache_dir / f"{name}-{final_digest}.qcow2"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / f".{name}.lock"):
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = _locked(cache_dir / f".{name}.lock")
+    except OSError as exc:
+        raise InputError("cache_dir", f"{cache_dir}: {exc.strerror or exc}") from exc
+    with lock:
         if final.is_file() and not force:
             progress(f"{name}: cached {final.name}")
         else:
-            _preflight(name)
-            mirrors = _mirrors(name, apt_dir)
-            _remove_scratch(cache_dir, name)
-            work = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=cache_dir))
-            try:
-                ctx = BuildContext(name, final_digest, work, mirrors, package_dir, progress)
-                raw = r.assemble(ctx)
-                partial = work / "image.qcow2"
-                disk.to_qcow2(ctx, raw, partial)
-                os.replace(partial, final)
-                ctx.step(f"done: {final}")
-            finally:
-                remove_tree(work)
+            _build(r, final_digest, final, progress, package_dir, apt_dir)
         _point(cache_dir / f"{name}.qcow2", final)
         _prune(cache_dir, name, keep=final)
     return final
+
+
+def _build(
+    r: Recipe,
+    digest: str,
+    final: Path,
+    progress: Callable[[str], None],
+    package_dir: Path,
+    apt_dir: Path,
+) -> None:
+    _preflight(r.name)
+    mirrors = _mirrors(r.name, apt_dir)
+    _remove_scratch(final.parent, r.name)
+    work = Path(tempfile.mkdtemp(prefix=f".{r.name}-build-", dir=final.parent))
+    ctx = BuildContext(r.name, digest, work, mirrors, package_dir, progress)
+    try:
+        raw = r.assemble(ctx)
+        partial = work / "image.qcow2"
+        disk.to_qcow2(ctx, raw, partial)
+        os.replace(partial, final)
+        ctx.step(f"done: {final}")
+    except OSError as exc:  # a full disk, a file that vanished: name the step it broke
+        raise ctx.fail(str(exc)) from exc
+    finally:
+        remove_tree(work)
 
 
 def machine_mirrors(apt_dir: Path = APT_DIR) -> list[str]:
@@ -144,14 +161,17 @@ def _preflight(name: str) -> None:
         )
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
+def _locked(path: Path) -> AbstractContextManager[None]:
+    """An exclusive lock on ``path``; opening it fails here (OSError), not on entering."""
+    handle = path.open("a")
+
+    @contextmanager
+    def held() -> Iterator[None]:
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return held()
 
 
 def _remove_scratch(cache_dir: Path, name: str) -> None:

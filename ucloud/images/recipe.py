@@ -62,6 +62,9 @@ class BuildContext:
 
     def run(self, argv: Sequence[str | Path], *, input: bytes | None = None) -> str:
         """Run a command; its failure becomes an ImageBuildError with the output's tail."""
+        return self.run_bytes(argv, input=input).decode(errors="replace")
+
+    def run_bytes(self, argv: Sequence[str | Path], *, input: bytes | None = None) -> bytes:
         args = [str(a) for a in argv]
         try:
             done = subprocess.run(args, input=input, capture_output=True, check=False)
@@ -70,7 +73,7 @@ class BuildContext:
         if done.returncode != 0:
             output = (done.stdout + done.stderr).decode(errors="replace")[-_OUTPUT_TAIL:]
             raise self.fail(f"{' '.join(args[:3])} ... exited {done.returncode}:\n{output}")
-        return done.stdout.decode(errors="replace")
+        return done.stdout
 
     def data(self, relative: str) -> bytes:
         return (self.package_dir / relative).read_bytes()

@@ -9,6 +9,7 @@ initramfs; the disk holds only /boot (kernel, initramfs, grub.cfg) behind GRUB.
 from __future__ import annotations
 
 import gzip
+import lzma
 import shutil
 import uuid
 from pathlib import Path
@@ -59,7 +60,7 @@ def assemble(ctx: BuildContext) -> Path:
         raise ctx.fail(str(exc)) from exc
     ctx.step("writing the initramfs")
     entries = [
-        initramfs.regular(f"lib/modules/{m.name}.ko", (moddir / m.path).read_bytes())
+        initramfs.regular(f"lib/modules/{m.name}.ko", module_bytes(ctx, moddir / m.path))
         for m in modules
     ]
     entries.append(
@@ -102,6 +103,18 @@ def system_entries(ctx: BuildContext, busybox: bytes, applets: list[str]) -> lis
         if path != "bin/busybox" and "/" in path:
             entries.append(initramfs.symlink(path, "/bin/busybox"))
     return entries
+
+
+def module_bytes(ctx: BuildContext, path: Path) -> bytes:
+    """A module file as busybox insmod loads it: uncompressed."""
+    data = path.read_bytes()
+    if path.name.endswith(".ko.xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".ko.gz"):
+        return gzip.decompress(data)
+    if path.name.endswith(".ko.zst"):
+        return ctx.run_bytes(["zstd", "-dc", path])
+    return data
 
 
 def grub_cfg() -> str:
