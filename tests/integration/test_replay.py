@@ -208,6 +208,10 @@ async def test_billing_cli_refuses_the_future_and_changes_nothing(
     code, _, err = await run([*argv[:-1], "yesterday"], capsys)
     assert code == 1 and "--to" in err and "ISO 8601" in err
     assert await event_log.last_sequence() == last
+    code, out, err = await run([*argv[:-1], "now", "-o", "json"], capsys)
+    assert code == 0, err
+    end = datetime.fromisoformat(json.loads(out)["end"])
+    assert abs(datetime.now(UTC) - end) < timedelta(minutes=1)
 
 
 async def test_audit_cli_with_a_data_dir(

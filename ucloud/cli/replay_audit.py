@@ -3,9 +3,9 @@
     ucloud replay audit [--vm ID] [--owner U] [--since T] [--until T] [-o table|json]
 
 Reads the log (from the start, or from ``--since`` when no owner has to be learned from
-earlier events) and prints one line per event: time, actor, correlation, event, id and
-a summary. Times are ISO 8601 (``2026-11-01``, ``2026-11-01T12:00:00Z``); without a
-zone they are UTC.
+earlier events; only one VM's events with ``--vm``) and prints one line per event: time,
+actor, correlation, event, id and a summary. Times are ISO 8601 (``2026-11-01``,
+``2026-11-01T12:00:00Z``; without a zone they are UTC) or ``now``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ucloud.errors import DecodeError, InputError
 from ucloud.eventlog import EventLog, Record
 from ucloud.events import Event, subject
 from ucloud.replay.audit import AuditFold, AuditLine
-from ucloud.replay.reader import EVERYTHING, scan
+from ucloud.replay.reader import scan
 
 # Events a few minutes older than --since are read too: an event's own time is taken
 # before its append, on the appender's clock.
@@ -42,10 +42,15 @@ def register(verbs: Any) -> None:
     parser.set_defaults(func=run_async(_audit))
 
 
-def parse_time(text: str | None, option: str) -> datetime | None:
-    """An ISO 8601 date or time (UTC when it names no zone); InputError names the option."""
+def parse_time(text: str | None, option: str, now: datetime) -> datetime | None:
+    """An ISO 8601 date or time (UTC when it names no zone), or ``now``.
+
+    InputError names the option.
+    """
     if text is None:
         return None
+    if text == "now":
+        return now
     try:
         value = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError as exc:
@@ -76,10 +81,12 @@ class Decoded:
 
 
 async def _audit(args: argparse.Namespace) -> int:
-    since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
+    now = datetime.now(UTC)
+    since, until = parse_time(args.since, "--since", now), parse_time(args.until, "--until", now)
     if since is not None and until is not None and since >= until:
         raise InputError("--since", "must be before --until")
-    subjects = (subject("vm", args.vm),) if args.vm else EVERYTHING
+    if args.vm is not None:
+        subject("vm", args.vm)  # InputError for an id that is no subject token
     # Owners are learned from the events that create resources, which may be older.
     start_time = since - CLOCK_MARGIN if since is not None and args.owner is None else None
     config = server_config(args)
@@ -87,9 +94,14 @@ async def _audit(args: argparse.Namespace) -> int:
     decoded = Decoded()
     log = await EventLog.connect(config.nats, name="ucloud-replay")
     try:
-        async for records in scan(log, subjects=subjects, start_time=start_time):
-            for seq, event in decoded.events(records):
-                fold.apply(seq, event)
+        if args.vm is not None:  # one aggregate: direct gets by its subjects
+            stored, _ = await log.load("vm", args.vm)
+            for item in stored:
+                fold.apply(item.seq, item.event)
+        else:
+            async for records in scan(log, start_time=start_time):
+                for seq, event in decoded.events(records):
+                    fold.apply(seq, event)
     finally:
         await log.close()
     decoded.warn()

@@ -41,7 +41,7 @@ BILLED_SUBJECTS = tuple(subject(tag.split(".")[0], "*", tag.split(".")[1]) for t
 def register(verbs: Any) -> None:
     parser = verbs.add_parser("billing", help="per-minute billing of a time window")
     parser.add_argument("--from", dest="start", required=True, help="start (ISO 8601)")
-    parser.add_argument("--to", dest="end", required=True, help="end, not in the future")
+    parser.add_argument("--to", dest="end", required=True, help="end (ISO 8601 or now)")
     parser.add_argument("--owner", help="only this user's VMs")
     parser.add_argument("--prices", type=Path, help="price table (default: [billing] prices)")
     parser.add_argument("-o", "--output", choices=("table", "json", "csv"), default="table")
@@ -50,10 +50,11 @@ def register(verbs: Any) -> None:
 
 
 async def _billing(args: argparse.Namespace) -> int:
-    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    now = datetime.now(UTC)
+    start, end = parse_time(args.start, "--from", now), parse_time(args.end, "--to", now)
     assert start is not None and end is not None
     try:
-        check_window(start, end, datetime.now(UTC))
+        check_window(start, end, now)
     except InputError as exc:
         raise InputError(f"--{exc.field}", exc.reason) from exc
     config = server_config(args)

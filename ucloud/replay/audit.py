@@ -18,9 +18,9 @@ of a single VM (``GET /v1/vms/{id}/events``, ``ucloud vm events``).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -32,9 +32,12 @@ from ucloud.events import Event, Resources, subject
 _ENVELOPE = frozenset({"id", "at", "actor", "causation", "correlation"})
 _MAX_VALUE = 80
 _REQUIRED = object()  # compares unequal to every value
+_NEEDS_QUOTES = re.compile(r"^$|\s")
 
 
-class AuditLine(msgspec.Struct, frozen=True, kw_only=True):
+class AuditLine(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    # gc=False: lines hold only strings, ints and times (no cycles), and an audit of a
+    # large log keeps millions of them, which the cycle collector would walk again and again.
     seq: int
     at: datetime
     actor: str
@@ -163,6 +166,8 @@ def _owner_of(event: Event) -> str:
 
 
 def _render(value: Any) -> str:
+    if type(value) is str:
+        return _text(value)
     if isinstance(value, Resources):
         text = f"{value.cpu}cpu/{value.ram_mib}MiB-ram/{value.ssd_mib}MiB-ssd"
         return text + (f"/{value.hdd_mib}MiB-hdd" if value.hdd_mib else "")
@@ -172,11 +177,10 @@ def _render(value: Any) -> str:
         return "/".join(_render(getattr(value, f)) for f in value.__struct_fields__)
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    text = str(value)
+    return _text(str(value))
+
+
+def _text(text: str) -> str:
     if len(text) > _MAX_VALUE:
         text = text[: _MAX_VALUE - 1] + "…"
-    if not text or any(c.isspace() for c in text):
-        return repr(text)
-    return text
+    return repr(text) if _NEEDS_QUOTES.search(text) else text

@@ -4,9 +4,11 @@
 (message objects, header parsing, ordered-consumer bookkeeping): about 50,000 records/s.
 ``scan`` opens a connection of its own and speaks the NATS protocol directly:
 
-- an ephemeral pull consumer on the stream: no acks, memory storage, the replay's
-  subjects filtered on the server (billing never receives host events), removed when
-  the scan ends and by the server after 30 s of inactivity if the reader dies;
+- an ephemeral pull consumer on the whole stream: no acks, memory storage, removed when
+  the scan ends and by the server after 30 s of inactivity if the reader dies. Subjects
+  are filtered here, before anything is decoded: the server's wildcard filters cost it
+  a search per message over every subject of the stream (one per aggregate), which
+  made a filtered replay of a large log slower than an unfiltered one by far;
 - pull requests kept in flight ahead of the reader, frames parsed out of one buffer;
   sequence, time and order come from the reply subject of each message, so a record
   costs a split and a slice;
@@ -24,7 +26,8 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -73,15 +76,18 @@ async def scan(
         yield records
 
 
-def matches(subject: str, pattern: str) -> bool:
-    """Whether ``subject`` matches a NATS ``pattern`` (``*`` one token, ``>`` the rest)."""
-    tokens, wanted = subject.split("."), pattern.split(".")
-    for i, token in enumerate(wanted):
-        if token == ">":
-            return len(tokens) > i
-        if i >= len(tokens) or (token != "*" and token != tokens[i]):
-            return False
-    return len(tokens) == len(wanted)
+def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """Whether a subject matches any NATS pattern (``*`` one token, ``>`` the rest)."""
+
+    def regex(pattern: str) -> str:
+        tokens = pattern.split(".")
+        return r"\.".join(
+            "[^.]+" if t == "*" else ".+" if t == ">" and n == len(tokens) - 1 else re.escape(t)
+            for n, t in enumerate(tokens)
+        )
+
+    compiled = re.compile("|".join(f"(?:{regex(p)})" for p in patterns))
+    return lambda subject: compiled.fullmatch(subject) is not None
 
 
 async def _fallback(
@@ -91,9 +97,9 @@ async def _fallback(
     start_time: datetime | None,
     stop: int | None,
 ) -> AsyncIterator[list[Record]]:
-    one = subjects[0] if len(subjects) == 1 else EVERYTHING[0]
-    async for records in log.read(start, filter_subject=one, start_time=start_time, stop=stop):
-        kept = [r for r in records if any(matches(r.subject, s) for s in subjects)]
+    keep = None if list(subjects) == list(EVERYTHING) else _matcher(subjects)
+    async for records in log.read(start, start_time=start_time, stop=stop):
+        kept = records if keep is None else [r for r in records if keep(r.subject)]
         if kept:
             yield kept
 
@@ -120,11 +126,8 @@ async def _pull(
     else:
         config["deliver_policy"] = "by_start_sequence"
         config["opt_start_seq"] = max(start, 1)
-    physical = [log.physical(s) for s in subjects]
-    if len(physical) == 1:
-        config["filter_subject"] = physical[0]
-    else:
-        config["filter_subjects"] = physical
+    patterns = [log.physical(s) for s in subjects]
+    keep = None if patterns == [log.physical(EVERYTHING[0])] else _matcher(patterns)
     created = await connection.request(
         f"$JS.API.CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
     )
@@ -133,8 +136,8 @@ async def _pull(
         wanted = int(created.get("num_pending", 0))
         if wanted == 0:
             return
-        async for records in connection.pull(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}",
-                                             wanted, batch, stop):
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
+        async for records in connection.pull(next_subject, wanted, batch, stop, keep):
             if log.root != SUBJECT_ROOT:
                 cut = len(log.root)
                 records = [
@@ -144,9 +147,8 @@ async def _pull(
             if records:
                 yield records
     finally:
-        with contextlib.suppress(LogError, OSError):
-            connection.send(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"")
-            await connection.flush()
+        with contextlib.suppress(LogError, OSError):  # else the server removes it when idle
+            await connection.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", {})
 
 
 class _Connection:
@@ -209,11 +211,14 @@ class _Connection:
 
     async def request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
         """A JetStream API request; its JSON answer, or LogError with the server's reason."""
-        self.send(subject, json.dumps(body).encode(), f"{self.inbox}.api")
+        reply = f"{self.inbox}.api"
+        self.send(subject, json.dumps(body).encode(), reply)
         await self.flush()
         while True:
             frames = await self._frames()
-            for _, _, headers, payload in frames:
+            for to, _, headers, payload in frames:
+                if to != reply:
+                    continue  # a message of a pull that was still under way
                 if b" 503" in headers[:16]:
                     raise LogError(f"{subject}: no JetStream responder")
                 answer: dict[str, Any] = json.loads(payload)
@@ -223,9 +228,15 @@ class _Connection:
                 return answer
 
     async def pull(
-        self, next_subject: str, wanted: int, batch: int, stop: int | None
+        self,
+        next_subject: str,
+        wanted: int,
+        batch: int,
+        stop: int | None,
+        keep: Callable[[str], bool] | None,
     ) -> AsyncIterator[list[Record]]:
-        """``wanted`` messages of a consumer, with three pull requests kept in flight."""
+        """``wanted`` messages of a consumer, with three pull requests kept in flight;
+        records of the subjects ``keep`` accepts (all when it is None)."""
         reply = f"{self.inbox}.pull"
         ahead = 3 * batch
         requested = received = 0
@@ -253,8 +264,9 @@ class _Connection:
                 if stop is not None and seq > stop:
                     received = wanted
                     break
-                records.append(Record(seq, subject, datetime.fromtimestamp(stamp / 1e9, UTC),
-                                      _headers(headers), payload))
+                if keep is None or keep(subject):
+                    records.append(Record(seq, subject, datetime.fromtimestamp(stamp / 1e9, UTC),
+                                          _headers(headers), payload))
                 if received == wanted:
                     break
             yield records
