@@ -22,7 +22,7 @@ import msgspec
 from ucloud.config import Config
 from ucloud.errors import ConfigError, RateLimited, Unauthorized
 from ucloud.gateway import login, tokens
-from ucloud.gateway.mirror import Mirror
+from ucloud.projections.mirror import Mirror
 from ucloud.store import Delete, Guard, Put, Store
 
 ADMIN_REALM = "admin"

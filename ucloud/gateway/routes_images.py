@@ -17,11 +17,11 @@ from ucloud.errors import ConflictError, Forbidden, InputError, NotFound, Refuse
 from ucloud.events.types import StoreKind
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
-from ucloud.gateway.mirror import Entry
 from ucloud.gateway.schemas import Request
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
 from ucloud.images.validate import check_image_name
+from ucloud.projections.mirror import Entry
 from ucloud.projections.views import FileView, ImageView
 
 _RETRIES = 5

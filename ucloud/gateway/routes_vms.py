@@ -21,12 +21,12 @@ from ucloud.events.base import valid_token
 from ucloud.gateway import rules
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
-from ucloud.gateway.mirror import Entry
 from ucloud.gateway.routes_users import own_keys
 from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
 from ucloud.gateway.sizes import parse_positive_size, parse_size
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
+from ucloud.projections.mirror import Entry
 from ucloud.projections.views import VmView
 from ucloud.replay.audit import audit
 

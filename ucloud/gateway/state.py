@@ -11,8 +11,8 @@ from ucloud.errors import ProjectionBehind
 from ucloud.eventlog import EventLog
 from ucloud.gateway.auth import Auth, Credentials, Principal
 from ucloud.gateway.metrics import Metrics
-from ucloud.gateway.mirror import Mirror
 from ucloud.ids import new_id
+from ucloud.projections.mirror import Mirror
 from ucloud.store import Store
 
 
@@ -29,7 +29,7 @@ class Gateway:
     @classmethod
     async def open(cls, config: Config, log: EventLog, store: Store) -> Gateway:
         """Load the projection into memory and the token key; close() undoes it."""
-        mirror = Mirror(store, config.etcd.prefix)
+        mirror = Mirror(store, config.etcd.prefix, name="gateway-mirror")
         await mirror.start()
         try:
             credentials = Credentials(store, config.etcd.secrets_prefix)
