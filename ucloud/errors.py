@@ -10,6 +10,7 @@
     ├── DecodeError            bytes that are not a known event (bad JSON, unknown tag, types)
     ├── ServerError            an embedded server did not start or stop
     ├── ImageBuildError        a built-in guest image build step failed (step, command, output)
+    ├── VmError                a VM's QEMU or its monitor (QMP) failed (vm, step, reason)
     ├── ClientError            the CLI got no usable answer from the gateway
     │   ├── NotLoggedIn        no token (or the gateway rejected it): run `ucloud login`
     │   ├── Unreachable        the gateway's URL refused the connection or timed out
@@ -126,6 +127,16 @@ class RateLimited(InputError):
     def __init__(self, field: str, reason: str, retry_after_s: int) -> None:
         super().__init__(field, reason)
         self.retry_after_s = retry_after_s
+
+
+class VmError(UcloudError):
+    """A step of running a VM under QEMU failed: launching, talking QMP, stopping."""
+
+    def __init__(self, vm: str, step: str, reason: str) -> None:
+        super().__init__(f"vm {vm}: {step}: {reason}")
+        self.vm = vm
+        self.step = step
+        self.reason = reason
 
 
 class ClientError(UcloudError):
