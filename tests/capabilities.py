@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -37,6 +38,9 @@ def _ceph() -> str | None:
     for tool in ("ceph-mon", "ceph-osd", "ceph-mgr"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
+    for module in ("rados", "rbd"):
+        if importlib.util.find_spec(module) is None:
+            return f"python3-{module} is not importable here (scripts/setup makes .venv see it)"
     return None
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.capabilities import missing_capability
+from tests.ceph_cluster import CephCluster
 from ucloud.config import Config, EtcdConfig, NatsConfig
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
@@ -72,6 +73,13 @@ def servers() -> Iterator[Servers]:
         nats_server.stop()
         etcd.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ceph() -> Iterator[CephCluster]:
+    """A single-node Ceph (mon, mgr, memstore OSD) with an RBD pool, started on first use."""
+    with CephCluster.start(Path(tempfile.mkdtemp(prefix="ucloud-ceph-"))) as cluster:
+        yield cluster
 
 
 def unique_stream() -> str:

@@ -96,6 +96,87 @@ class HostConfig(_Section):
     address: str = ""  # underlay IPv6 address (VXLAN source); empty: none yet
     router: bool = False  # runs radvd for networks with IPAM "auto"
     lease_ttl_s: Annotated[int, msgspec.Meta(ge=2)] = 10  # liveness: down after this long
+    # VMs under QEMU: runtime directories (default <data_dir>/vms), accelerator ("auto"
+    # boots the tiny guest under KVM once and caches whether it came up), CPU model (a
+    # named model; "host" is refused), seconds between system_powerdown and quit
+    runtime_dir: str = ""
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    cpu_model: Annotated[str, msgspec.Meta(pattern=r"^(?!host$)[A-Za-z0-9][A-Za-z0-9._-]*$")] = (
+        "max"
+    )
+    qemu: str = "qemu-system-x86_64"
+    stop_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    # a VM that dies unasked is restarted after these delays (the last repeats); a run of
+    # restart_stable_s seconds starts the count afresh
+    restart_backoff_s: list[Annotated[float, msgspec.Meta(ge=0)]] = msgspec.field(
+        default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 30.0, 60.0]
+    )
+    restart_stable_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # the serial console endpoint the gateway proxies to (port 0: any free port); in a
+    # cluster, the host's underlay address
+    console_listen: str = "[::1]:0"
+
+    def __post_init__(self) -> None:
+        if self.address:
+            try:
+                ipaddress.IPv6Address(self.address)
+            except ValueError as exc:
+                raise ValueError(f"address {self.address!r} is not an IPv6 address") from exc
+
+
+VNI_LIMIT = (1 << 24) - 1  # a VXLAN network identifier has 24 bits
+_IFNAME = r"^[A-Za-z0-9_.-]{1,15}$"  # a Linux interface name
+
+
+class NetworkConfig(_Section):
+    """VM networks: VNIs and /64s to allocate from, and how hosts carry the VXLANs."""
+
+    vni_min: Annotated[int, msgspec.Meta(ge=1, le=VNI_LIMIT)] = 1
+    vni_max: Annotated[int, msgspec.Meta(ge=1, le=VNI_LIMIT)] = VNI_LIMIT
+    # where the /64s of IPAM manual and auto networks come from (a ULA /48 by default)
+    prefix_pool: str = "fd75:636c:6f75::/48"
+    # VXLAN multicast groups: this prefix with the VNI in its last 24 bits (ff05::<vni>)
+    group_prefix: str = "ff05::/104"
+    # the underlay interface; "" is the one holding host.address, and without that the
+    # networks stay on this host (no VXLAN peers)
+    underlay: Annotated[str, msgspec.Meta(pattern=r"^$|" + _IFNAME)] = ""
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=255)] = 16  # hop limit of VXLAN multicast
+    mtu: Annotated[int, msgspec.Meta(ge=1280, le=65000)] = 1500  # VM side; underlay >= +70
+    rdnss: list[str] = msgspec.field(default_factory=list)  # DNS servers in router adverts
+
+    def __post_init__(self) -> None:
+        if self.vni_min > self.vni_max:
+            raise ValueError(f"vni_min {self.vni_min} is above vni_max {self.vni_max}")
+        try:
+            pool = ipaddress.IPv6Network(self.prefix_pool, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"prefix_pool {self.prefix_pool!r}: {exc}") from exc
+        if pool.prefixlen > 64:
+            raise ValueError(f"prefix_pool {self.prefix_pool!r} is smaller than a /64")
+        try:
+            group = ipaddress.IPv6Network(self.group_prefix, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"group_prefix {self.group_prefix!r}: {exc}") from exc
+        if not group.is_multicast or group.prefixlen > 104:
+            raise ValueError(
+                f"group_prefix {self.group_prefix!r} must be multicast with room for a VNI "
+                "(a /104 or larger)"
+            )
+        for server in self.rdnss:
+            try:
+                ipaddress.IPv6Address(server)
+            except ValueError as exc:
+                raise ValueError(f"rdnss {server!r} is not an IPv6 address") from exc
+
+
+class MetadataConfig(_Section):
+    """The metadata service: on ``fe80::a9fe:a9fe`` of each VM bridge, and ``address``."""
+
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 80
+    address: str = ""  # a global IPv6 address to listen on too; empty: link-local only
+    bridge_poll_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # how often it looks for bridges
+    # user data of `vm create --user-data`: kept in etcd under the secrets prefix
+    max_user_data_bytes: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 64 << 10
 
     def __post_init__(self) -> None:
         if self.address:
@@ -132,6 +213,13 @@ class ImagesConfig(_Section):
     builtin: list[Literal["tiny", "debian-12"]] = msgspec.field(
         default_factory=lambda: ["tiny", "debian-12"]
     )
+    # the Ceph RBD store: its pool, the cluster's config file ("" is /etc/ceph/ceph.conf)
+    # and the cephx user (client.<ceph_client>) it connects as
+    rbd_pool: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "rbd"
+    ceph_conf: str = ""
+    ceph_client: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")] = (
+        "admin"
+    )
 
 
 class Config(_Section):
@@ -141,9 +229,11 @@ class Config(_Section):
     gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     host: HostConfig = msgspec.field(default_factory=HostConfig)
+    network: NetworkConfig = msgspec.field(default_factory=NetworkConfig)
     consumer: ConsumerConfig = msgspec.field(default_factory=ConsumerConfig)
     billing: BillingConfig = msgspec.field(default_factory=BillingConfig)
     images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
+    metadata: MetadataConfig = msgspec.field(default_factory=MetadataConfig)
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
