@@ -34,7 +34,7 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from ucloud.config import NatsConfig
-from ucloud.errors import ConflictError, DecodeError, LogError
+from ucloud.errors import ConflictError, DecodeError, InputError, LogError
 from ucloud.events import Event, decode, encode, subject
 from ucloud.events.base import SUBJECT_ROOT
 
@@ -160,13 +160,19 @@ class EventLog:
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, name: str = "ucloud") -> EventLog:
+        async def report(exc: Exception) -> None:
+            log.warning("NATS %s: %s", config.url, exc or type(exc).__name__)
+
         try:
+            # A few tries at first, so that a wrong URL is an error, not a hang; once
+            # connected, reconnect for ever (nats-py reads the option on each attempt).
             nc = await nats.connect(
-                config.url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                connect_timeout=5,
+                config.url, name=name, max_reconnect_attempts=3, reconnect_time_wait=0.5,
+                connect_timeout=5, error_cb=report,
             )
-        except (NatsError, OSError) as exc:
+        except (NatsError, OSError, TimeoutError) as exc:
             raise LogError(f"cannot connect to NATS at {config.url}: {exc}") from exc
+        nc.options["max_reconnect_attempts"] = -1
         return cls(nc, config)
 
     async def close(self) -> None:
@@ -209,7 +215,7 @@ class EventLog:
         if error is None:
             return ack.seq
         if error.err_code == WRONG_LAST_SEQUENCE and expected is not None:
-            seq = await self.find(event)
+            seq = await self._find_after(event, expected)
             if seq:
                 return seq
             raise ConflictError(aggregate_subjects, expected, error.description)
@@ -245,6 +251,11 @@ class EventLog:
     async def _find(self, aggregate: str, aggregate_id: str, event_id: str) -> int:
         events, _ = await self.load(aggregate, aggregate_id)
         return next((s.seq for s in events if s.event.id == event_id), 0)
+
+    async def _find_after(self, event: Event, expected: int) -> int:
+        """Like ``find``, but only among what came after ``expected`` (a retried append)."""
+        after = await self.records(subject(event.aggregate, event.aggregate_id), expected + 1)
+        return next((r.seq for r in after if r.headers.get("Nats-Msg-Id") == event.id), 0)
 
     async def load(self, aggregate: str, aggregate_id: str) -> tuple[list[Stored], int]:
         """The aggregate's events in order and its last sequence (0 when it has none)."""
@@ -282,7 +293,9 @@ class EventLog:
             await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request, reply=inbox)
             out: list[Record] = []
             while True:
-                msg = await asyncio.wait_for(queue.get(), 10)
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel.
+                async with asyncio.timeout(10):
+                    msg = await queue.get()
                 headers = msg.headers or {}
                 status = headers.get("Status")
                 if status == "404" or status == "204" or (not msg.data and status):
@@ -362,6 +375,8 @@ class EventLog:
         """The subject on the wire: the configured root instead of ``ucloud.evt``."""
         if self.root == SUBJECT_ROOT:
             return logical
+        if logical != SUBJECT_ROOT and not logical.startswith(SUBJECT_ROOT + "."):
+            raise InputError("subject", f"{logical!r} is not under {SUBJECT_ROOT}")
         return self.root + logical[len(SUBJECT_ROOT) :]
 
     def logical(self, wire: str) -> str:

@@ -108,3 +108,20 @@ async def test_follow_sees_new_events(event_log: EventLog) -> None:
     seqs = [await event_log.append(requested(new_id())) for _ in range(3)]
     await asyncio.wait_for(task, 10)
     assert got == seqs
+
+
+async def test_an_unreachable_server_is_an_error_not_a_hang() -> None:
+    from ucloud.config import NatsConfig
+    from ucloud.errors import LogError
+    from ucloud.servers import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    with pytest.raises(LogError, match="cannot connect"):
+        await asyncio.wait_for(EventLog.connect(NatsConfig(url=url)), 30)
+
+
+async def test_a_subject_outside_the_root_is_refused(event_log: EventLog) -> None:
+    from ucloud.errors import InputError
+
+    with pytest.raises(InputError):
+        event_log.physical("elsewhere.x")
