@@ -54,6 +54,7 @@ CMDLINE = "ro console=tty0 console=ttyS0,115200"
 DISK_MIB = 2048
 HOSTNAME = "debian"
 UCLOUD_INIT = "init/ucloud_init.py"
+UCLOUD_INIT_UNIT = "init/ucloud-init.service"
 _FILES = "images/files/"
 
 
@@ -94,7 +95,7 @@ def configure(ctx: BuildContext, root: Path, fs_uuid: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(program.read_bytes())
         target.chmod(0o755)
-        (units / "ucloud-init.service").write_bytes(ctx.data(_FILES + "ucloud-init.service"))
+        (units / "ucloud-init.service").write_bytes(ctx.data(UCLOUD_INIT_UNIT))
         enable.append("ucloud-init.service")
     ctx.run(["chroot", root, "systemctl", "--root=/", "enable", *enable])
     resolv = etc / "resolv.conf"
@@ -150,8 +151,7 @@ RECIPE = Recipe(
         "images/debian.py",
         _FILES + "debian-ucloud.network",
         _FILES + "ucloud-ssh-keygen.service",
-        _FILES + "ucloud-init.service",
     ),
     assemble=assemble,
-    optional_files=(UCLOUD_INIT,),
+    optional_files=(UCLOUD_INIT, UCLOUD_INIT_UNIT),
 )
