@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import statistics
 import sys
@@ -188,6 +189,8 @@ def config_file(config: Config, directory: Path) -> Path:
 
 
 async def main(args: argparse.Namespace) -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     with embedded_servers() as servers:
         base = servers.config()
         config = msgspec.structs.replace(  # the production subject root: its own servers
@@ -226,7 +229,12 @@ async def main(args: argparse.Namespace) -> None:
                 lags = await measure_lag(config, event_log, store, args.rate, args.seconds)
             finally:
                 projector.terminate()
-                await projector.wait()
+                try:
+                    await asyncio.wait_for(projector.wait(), 30)
+                except TimeoutError:
+                    print("the projector did not stop within 30s of SIGTERM: killed")
+                    projector.kill()
+                    await projector.wait()
             p50, p99 = percentile(lags, 0.50), percentile(lags, 0.99)
             print(f"lag at {args.rate} events/s for {args.seconds:.0f}s ({len(lags)} events): "
                   f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
