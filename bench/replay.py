@@ -43,7 +43,7 @@ from ucloud.ids import new_id
 from ucloud.replay.audit import AuditFold
 from ucloud.replay.billing import UsageFold
 from ucloud.replay.prices import PriceTable, parse_prices, quote
-from ucloud.replay.reader import scan
+from ucloud.replay.reader import scan_events
 
 TARGET_PER_S = 50_000
 PUBLISHERS = 4
@@ -195,10 +195,10 @@ async def publish(
 async def billing(log: EventLog, prices: PriceTable, end: datetime) -> tuple[int, int]:
     fold = UsageFold(end - timedelta(days=30), end)
     records = 0
-    async for batch in scan(log, subjects=BILLED_SUBJECTS):
+    async for batch in scan_events(log, subjects=BILLED_SUBJECTS):
         records += len(batch)
-        for record in batch:
-            fold.apply(record.event())
+        for _, event in batch:
+            fold.apply(event)
     invoice = fold.invoice(prices)
     assert invoice.owners and sum(invoice.totals.values()) > 0
     return records, sum(len(o.vms) for o in invoice.owners)
@@ -207,10 +207,10 @@ async def billing(log: EventLog, prices: PriceTable, end: datetime) -> tuple[int
 async def audit(log: EventLog, owner: str | None) -> tuple[int, int]:
     fold = AuditFold(owner=owner)
     records = 0
-    async for batch in scan(log):
+    async for batch in scan_events(log):
         records += len(batch)
-        for record in batch:
-            fold.apply(record.seq, record.event())
+        for seq, event in batch:
+            fold.apply(seq, event)
     assert fold.lines and all(line.correlation for line in fold.lines[:1000])
     return records, len(fold.lines)
 

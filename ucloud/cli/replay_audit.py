@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,11 +20,11 @@ import msgspec
 
 from ucloud.cli.common import add_server_options, server_config
 from ucloud.cli.main import run_async
-from ucloud.errors import DecodeError, InputError
-from ucloud.eventlog import EventLog, Record
-from ucloud.events import Event, subject
+from ucloud.errors import InputError
+from ucloud.eventlog import EventLog
+from ucloud.events import subject
 from ucloud.replay.audit import AuditFold, AuditLine
-from ucloud.replay.reader import scan
+from ucloud.replay.reader import scan_events
 
 # Events a few minutes older than --since are read too: an event's own time is taken
 # before its append, on the appender's clock.
@@ -59,25 +59,11 @@ def parse_time(text: str | None, option: str, now: datetime) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-class Decoded:
-    """Decodes records, counting (not failing on) those that are no known event."""
-
-    def __init__(self) -> None:
-        self.skipped = 0
-        self.first_skipped = 0
-
-    def events(self, records: Iterable[Record]) -> Iterable[tuple[int, Event]]:
-        for record in records:
-            try:
-                yield record.seq, record.event()
-            except DecodeError:
-                self.skipped += 1
-                self.first_skipped = self.first_skipped or record.seq
-
-    def warn(self) -> None:
-        if self.skipped:
-            print(f"ucloud: skipped {self.skipped} records that are no known event "
-                  f"(the first at sequence {self.first_skipped})", file=sys.stderr)
+def warn_skipped(skipped: list[int]) -> None:
+    """Say on stderr how many records were no known event (a replay goes on without them)."""
+    if skipped:
+        print(f"ucloud: skipped {len(skipped)} records that are no known event "
+              f"(the first at sequence {skipped[0]})", file=sys.stderr)
 
 
 async def _audit(args: argparse.Namespace) -> int:
@@ -91,7 +77,7 @@ async def _audit(args: argparse.Namespace) -> int:
     start_time = since - CLOCK_MARGIN if since is not None and args.owner is None else None
     config = server_config(args)
     fold = AuditFold(vm=args.vm, owner=args.owner, since=since, until=until)
-    decoded = Decoded()
+    skipped: list[int] = []
     log = await EventLog.connect(config.nats, name="ucloud-replay")
     try:
         if args.vm is not None:  # one aggregate: direct gets by its subjects
@@ -99,12 +85,12 @@ async def _audit(args: argparse.Namespace) -> int:
             for item in stored:
                 fold.apply(item.seq, item.event)
         else:
-            async for records in scan(log, start_time=start_time):
-                for seq, event in decoded.events(records):
+            async for events in scan_events(log, start_time=start_time, skipped=skipped):
+                for seq, event in events:
                     fold.apply(seq, event)
     finally:
         await log.close()
-    decoded.warn()
+    warn_skipped(skipped)
     sys.stdout.write(render(fold.lines, args.output))
     return 0
 

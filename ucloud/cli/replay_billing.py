@@ -27,13 +27,13 @@ import msgspec
 
 from ucloud.cli.common import add_server_options, server_config
 from ucloud.cli.main import run_async
-from ucloud.cli.replay_audit import Decoded, parse_time, table
+from ucloud.cli.replay_audit import parse_time, table, warn_skipped
 from ucloud.errors import InputError
 from ucloud.eventlog import EventLog
 from ucloud.events import subject
 from ucloud.replay.billing import BILLED_TAGS, Invoice, UsageFold, check_window
 from ucloud.replay.prices import load_prices
-from ucloud.replay.reader import scan
+from ucloud.replay.reader import scan_events
 
 BILLED_SUBJECTS = tuple(subject(tag.split(".")[0], "*", tag.split(".")[1]) for tag in BILLED_TAGS)
 
@@ -60,15 +60,15 @@ async def _billing(args: argparse.Namespace) -> int:
     config = server_config(args)
     prices = load_prices(args.prices or Path(config.billing.prices))
     fold = UsageFold(start, end, owner=args.owner)
-    decoded = Decoded()
+    skipped: list[int] = []
     log = await EventLog.connect(config.nats, name="ucloud-replay")
     try:
-        async for records in scan(log, subjects=BILLED_SUBJECTS):
-            for _, event in decoded.events(records):
+        async for events in scan_events(log, subjects=BILLED_SUBJECTS, skipped=skipped):
+            for _, event in events:
                 fold.apply(event)
     finally:
         await log.close()
-    decoded.warn()
+    warn_skipped(skipped)
     sys.stdout.write(render(fold.invoice(prices), args.output))
     return 0
 

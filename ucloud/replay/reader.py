@@ -28,18 +28,26 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from ucloud.errors import LogError
+from ucloud.errors import DecodeError, LogError
 from ucloud.eventlog import EventLog, Record
+from ucloud.events import Event, decode
 from ucloud.events.base import SUBJECT_ROOT
 
 EVERYTHING = (f"{SUBJECT_ROOT}.>",)
 _INACTIVE_NS = 30_000_000_000
 _PULL_EXPIRES_NS = 30_000_000_000
 _TIMEOUT_S = 30.0
+
+
+_Stored = tuple[int, Event]
+T = TypeVar("T")
+# Makes what a scan yields from (sequence, physical subject, time in ns, headers, body).
+_Make = Callable[[int, str, int, bytes, bytes], T | None]
 
 
 class _Unsupported(Exception):
@@ -61,19 +69,87 @@ async def scan(
     From sequence ``start`` (or the first record at or after ``start_time``) to the end
     of the stream as it was when the scan began, or to ``stop``.
     """
+    root = log.root
+
+    def record(seq: int, subject: str, ns: int, headers: bytes, data: bytes) -> Record:
+        if root != SUBJECT_ROOT:
+            subject = SUBJECT_ROOT + subject[len(root) :]
+        return Record(seq, subject, datetime.fromtimestamp(ns / 1e9, UTC), _headers(headers), data)
+
+    where = _Where(subjects, start, start_time, stop)
+    async for records in _scan(log, where, batch, fast, record, lambda r: r):
+        yield records
+
+
+async def scan_events(
+    log: EventLog,
+    *,
+    subjects: Sequence[str] = EVERYTHING,
+    start: int = 1,
+    start_time: datetime | None = None,
+    stop: int | None = None,
+    skipped: list[int] | None = None,
+    batch: int = 1000,
+    fast: bool = True,
+) -> AsyncIterator[list[tuple[int, Event]]]:
+    """Like ``scan``, batches of ``(sequence, event)``: what a replay folds.
+
+    Records that are no known event are left out; their sequences are added to
+    ``skipped``. No record objects are made, which is most of the cost of a record.
+    """
+
+    def event(seq: int, subject: str, ns: int, headers: bytes, data: bytes) -> _Stored | None:
+        try:
+            return seq, decode(data)
+        except DecodeError:
+            if skipped is not None:
+                skipped.append(seq)
+            return None
+
+    where = _Where(subjects, start, start_time, stop)
+    async for events in _scan(
+        log, where, batch, fast, event, lambda r: event(r.seq, r.subject, 0, b"", r.data)
+    ):
+        yield events
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    subjects: Sequence[str]
+    start: int
+    start_time: datetime | None
+    stop: int | None
+
+
+async def _scan(
+    log: EventLog,
+    where: _Where,
+    batch: int,
+    fast: bool,
+    make: _Make[T],
+    from_record: Callable[[Record], T | None],
+) -> AsyncIterator[list[T]]:
     if fast:
         connection = _Connection(log.config.url)
         try:
             await connection.open()
-            async for records in _pull(connection, log, subjects, start, start_time, stop, batch):
-                yield records
+            async for items in _pull(connection, log, where, batch, make):
+                yield items
             return
         except _Unsupported:
             pass
         finally:
             await connection.close()
-    async for records in _fallback(log, subjects, start, start_time, stop):
-        yield records
+    keep = None if list(where.subjects) == list(EVERYTHING) else _matcher(where.subjects)
+    async for records in log.read(where.start, start_time=where.start_time, stop=where.stop):
+        items = [
+            item
+            for record in records
+            if keep is None or keep(record.subject)
+            if (item := from_record(record)) is not None
+        ]
+        if items:
+            yield items
 
 
 def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
@@ -90,29 +166,9 @@ def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     return lambda subject: compiled.fullmatch(subject) is not None
 
 
-async def _fallback(
-    log: EventLog,
-    subjects: Sequence[str],
-    start: int,
-    start_time: datetime | None,
-    stop: int | None,
-) -> AsyncIterator[list[Record]]:
-    keep = None if list(subjects) == list(EVERYTHING) else _matcher(subjects)
-    async for records in log.read(start, start_time=start_time, stop=stop):
-        kept = records if keep is None else [r for r in records if keep(r.subject)]
-        if kept:
-            yield kept
-
-
 async def _pull(
-    connection: _Connection,
-    log: EventLog,
-    subjects: Sequence[str],
-    start: int,
-    start_time: datetime | None,
-    stop: int | None,
-    batch: int,
-) -> AsyncIterator[list[Record]]:
+    connection: _Connection, log: EventLog, where: _Where, batch: int, make: _Make[T]
+) -> AsyncIterator[list[T]]:
     stream = log.stream
     config: dict[str, Any] = {
         "ack_policy": "none",
@@ -120,13 +176,14 @@ async def _pull(
         "num_replicas": 1,
         "inactive_threshold": _INACTIVE_NS,
     }
-    if start_time is not None:
+    if where.start_time is not None:
         config["deliver_policy"] = "by_start_time"
-        config["opt_start_time"] = start_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        stamp = where.start_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        config["opt_start_time"] = stamp
     else:
         config["deliver_policy"] = "by_start_sequence"
-        config["opt_start_seq"] = max(start, 1)
-    patterns = [log.physical(s) for s in subjects]
+        config["opt_start_seq"] = max(where.start, 1)
+    patterns = [log.physical(s) for s in where.subjects]
     keep = None if patterns == [log.physical(EVERYTHING[0])] else _matcher(patterns)
     created = await connection.request(
         f"$JS.API.CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
@@ -137,15 +194,9 @@ async def _pull(
         if wanted == 0:
             return
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
-        async for records in connection.pull(next_subject, wanted, batch, stop, keep):
-            if log.root != SUBJECT_ROOT:
-                cut = len(log.root)
-                records = [
-                    Record(r.seq, SUBJECT_ROOT + r.subject[cut:], r.time, r.headers, r.data)
-                    for r in records
-                ]
-            if records:
-                yield records
+        async for items in connection.pull(next_subject, wanted, batch, where.stop, keep, make):
+            if items:
+                yield items
     finally:
         with contextlib.suppress(LogError, OSError):  # else the server removes it when idle
             await connection.request(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", {})
@@ -234,9 +285,10 @@ class _Connection:
         batch: int,
         stop: int | None,
         keep: Callable[[str], bool] | None,
-    ) -> AsyncIterator[list[Record]]:
+        make: _Make[T],
+    ) -> AsyncIterator[list[T]]:
         """``wanted`` messages of a consumer, with three pull requests kept in flight;
-        records of the subjects ``keep`` accepts (all when it is None)."""
+        what ``make`` makes of those whose subject ``keep`` accepts (all when None)."""
         reply = f"{self.inbox}.pull"
         ahead = 3 * batch
         requested = received = 0
@@ -248,11 +300,10 @@ class _Connection:
                 self.send(next_subject, body, reply)
                 requested += size
             await self.flush()
-            records: list[Record] = []
+            items: list[T] = []
             for subject, ack, headers, payload in await self._frames():
                 if not ack:
-                    status = headers[9:12]
-                    if status in (b"100",):
+                    if headers[9:12] == b"100":  # a heartbeat
                         continue
                     raise LogError(f"pull from {next_subject} ended: {headers.decode().strip()}")
                 seq, dseq, stamp = _ack_fields(ack)
@@ -265,11 +316,12 @@ class _Connection:
                     received = wanted
                     break
                 if keep is None or keep(subject):
-                    records.append(Record(seq, subject, datetime.fromtimestamp(stamp / 1e9, UTC),
-                                          _headers(headers), payload))
+                    item = make(seq, subject, stamp, headers, payload)
+                    if item is not None:
+                        items.append(item)
                 if received == wanted:
                     break
-            yield records
+            yield items
 
     async def _frames(self) -> list[tuple[str, bytes, bytes, bytes]]:
         """The whole frames in the buffer after one read: (subject, reply, headers, body)."""
