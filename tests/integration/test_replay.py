@@ -24,7 +24,7 @@ from ucloud.ids import new_id
 from ucloud.replay.audit import AuditLine, audit, audit_vm
 from ucloud.replay.billing import bill
 from ucloud.replay.prices import load_prices
-from ucloud.replay.reader import scan
+from ucloud.replay.reader import scan, scan_events
 
 pytestmark = pytest.mark.servers
 
@@ -104,6 +104,12 @@ async def test_the_fast_scan_reads_what_the_client_library_reads(event_log: Even
     assert [r.event() for r in fast[:-1]] == events
     pairs = zip(fast, slow, strict=True)
     assert all(abs(a.time - b.time) < timedelta(milliseconds=1) for a, b in pairs)
+
+    for fast_path in (True, False):
+        skipped: list[int] = []
+        decoded = [item async for batch in scan_events(event_log, skipped=skipped,
+                                                       fast=fast_path) for item in batch]
+        assert decoded == list(enumerate(events, start=1)) and skipped == [junk]
 
     billed = await collect(event_log, subjects=BILLED_SUBJECTS)
     assert snapshot(billed) == snapshot(await collect(event_log, subjects=BILLED_SUBJECTS,
