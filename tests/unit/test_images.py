@@ -434,9 +434,15 @@ def test_build_caches_by_recipe_hash(
 
     (package_copy / "images" / "tiny.py").write_text("# a new recipe\n")
     second = builder.build("tiny", cache, package_dir=package_copy, progress=lines.append)
-    assert second != first and not first.exists()  # the old version is pruned
+    assert second != first and first.exists()  # the previous version is kept
     assert (cache / "tiny.qcow2").resolve() == second
-    assert sorted(p.name for p in cache.iterdir()) == [".tiny.lock", second.name, "tiny.qcow2"]
+    (package_copy / "images" / "tiny.py").write_text("# a newer recipe\n")
+    third = builder.build("tiny", cache, package_dir=package_copy, progress=lines.append)
+    assert not first.exists()  # the one before is pruned
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [".tiny.lock", second.name, third.name, "tiny.qcow2"]
+    )
+    assert (cache / "tiny.qcow2").resolve() == third
 
 
 @pytest.mark.qemu

@@ -6,8 +6,8 @@ repository has one) and of the Debian archive at build time. The recipe hash nam
 result, ``<cache>/<name>-<hash>.qcow2``; ``<cache>/<name>.qcow2`` is a symlink to the
 current one. A build runs only when that file is missing (or ``force``): under a lock
 per name, in a scratch directory inside the cache, renamed into place at the very end,
-so a failed or killed build leaves no partial image behind. Older versions of the same
-image are removed once the new one is in place.
+so a failed or killed build leaves no partial image behind. Once the new one is in place,
+older versions of the same image are removed, but for the most recent one.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ NAMES = tuple(RECIPES)
 PACKAGE_DIR = Path(ucloud.__file__).parent
 APT_DIR = Path("/etc/apt")
 _HASH_CHARS = 12
+_KEEP_OLD = 1  # older versions kept beside the current one
 
 
 def recipe(name: str) -> Recipe:
@@ -218,7 +219,13 @@ def _point(link: Path, target: Path) -> None:
 
 
 def _prune(cache_dir: Path, name: str, keep: Path) -> None:
+    """Remove older versions of ``name`` but the newest ``_KEEP_OLD`` (by modification time).
+
+    Two checkouts sharing one cache (a clone under test beside a working tree) each keep
+    their version instead of rebuilding in turn.
+    """
     pattern = re.compile(rf"{re.escape(name)}-[0-9a-f]{{{_HASH_CHARS}}}\.qcow2")
-    for old in cache_dir.iterdir():
-        if old != keep and pattern.fullmatch(old.name):
-            old.unlink(missing_ok=True)
+    older = [p for p in cache_dir.iterdir() if p != keep and pattern.fullmatch(p.name)]
+    older.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in older[_KEEP_OLD:]:
+        old.unlink(missing_ok=True)
