@@ -1,4 +1,4 @@
-"""``ucloud vm create|list|show|start|stop|delete|migrate|events``.
+"""``ucloud vm create|list|show|start|stop|delete|migrate|events|console-log``.
 
 The lifecycle verbs answer as soon as the gateway accepted the request (202); ``--wait``
 follows the VM until it gets there (see ``ucloud.client.wait``), printing each status change.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
+import time
 from collections.abc import Mapping
 from typing import Any, get_args
 
@@ -76,6 +78,14 @@ def register(sub: Any) -> None:
     events.add_argument("id", help="VM id or name")
     add_client_options(events)
     events.set_defaults(func=_events)
+
+    console = verbs.add_parser("console-log", help="print the VM's serial console log")
+    console.add_argument("id", help="VM id or name")
+    console.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing what follows (Ctrl-C stops)"
+    )
+    add_client_options(console)
+    console.set_defaults(func=_console_log)
 
 
 def _add_wait_options(parser: argparse.ArgumentParser, target: str) -> None:
@@ -204,3 +214,19 @@ def _events(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
         emit(args, gateway.get(path("v1", "vms", args.id, "events")), render_events)
     return 0
+
+
+def _console_log(args: argparse.Namespace) -> int:
+    """The console log from its start; with ``--follow``, then what the VM writes next."""
+    offset = 0
+    with open_gateway(args) as gateway:
+        while True:
+            chunk = gateway.get(f"{path('v1', 'vms', args.id, 'console')}?offset={offset}")
+            sys.stdout.write(chunk["data"])
+            sys.stdout.flush()
+            offset = int(chunk["next"])
+            if offset < int(chunk["size"]):
+                continue
+            if not args.follow:
+                return 0
+            time.sleep(POLL_INTERVAL_S)

@@ -17,6 +17,7 @@ from ucloud.errors import UcloudError
 from ucloud.gateway import (
     openapi,
     routes_auth,
+    routes_console,
     routes_files,
     routes_hosts,
     routes_images,
@@ -36,6 +37,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         *routes_auth.endpoints(gw),
         *routes_users.endpoints(gw),
         *routes_vms.endpoints(gw),
+        *routes_console.endpoints(gw),
         *routes_hosts.endpoints(gw),
         *routes_files.endpoints(gw),
         *routes_images.endpoints(gw),

@@ -1,21 +1,94 @@
-"""The ``hostd`` service, one per hypervisor.
+"""The ``hostd`` service, one per hypervisor: this machine as a host, and its VMs.
 
-For now it only makes this machine a host: it takes its liveness lease, registers the
-host (``host.<id>.registered`` when new or changed) and keeps the lease alive. Starting,
-stopping and deleting VMs (consuming ``host.<me>.>``) comes in a later issue.
+It takes the host's liveness lease, registers the host (``host.<id>.registered`` when new
+or changed), serves the VMs' serial consoles to the gateway (``console.py``), reattaches
+to the VMs already running here and makes the host match the log (``Hostd.reconcile``),
+then consumes ``host.<id>.>`` (durable ``hostd-<id>``) to start, stop and delete VMs.
+Stopping the service lets go of the VMs without stopping them; ``ctx.extra["hostd"]``
+is the ``Hostd``, for tests and benchmarks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import logging
+from pathlib import Path
+
+from ucloud.config import Config
+from ucloud.events import subject
+from ucloud.handlers.builtins import CACHE, build_in_child
 from ucloud.handlers.liveness import HostLease
+from ucloud.handlers.runner import run_consumer
+from ucloud.hostd.accel import Accelerator, probe_kvm
+from ucloud.hostd.console import endpoint_key, serve_consoles
+from ucloud.hostd.daemon import Hostd, runtime_root
+from ucloud.hostd.plumbing import NoPlumbing, Plumbing
+from ucloud.hostd.qemu import QemuProcess
 from ucloud.hostd.registry import register
 from ucloud.services import ServiceContext
 
+log = logging.getLogger(__name__)
+
+
+def durable(host: str) -> str:
+    return f"hostd-{host}"
+
+
+def plumbing_for(config: Config) -> Plumbing:
+    """The host's network plumbing: ``ucloud.hostd.network.plumbing(config)`` when that
+    module offers one for this host, else ``NoPlumbing`` (VMs with NICs then fail to start,
+    saying why)."""
+    try:
+        module = importlib.import_module("ucloud.hostd.network")
+    except ImportError:
+        return NoPlumbing()
+    factory = getattr(module, "plumbing", None)
+    made = factory(config) if callable(factory) else None
+    return made if made is not None else NoPlumbing()
+
+
+def accelerator(config: Config) -> Accelerator:
+    host = config.host
+
+    async def probe() -> tuple[bool, str]:
+        image = await build_in_child("tiny", Path(config.data_dir) / CACHE)
+        return await probe_kvm(host.qemu, host.cpu_model, image, runtime_root(config) / ".probe")
+
+    return Accelerator(host, Path(config.data_dir), probe)
+
 
 async def run(ctx: ServiceContext) -> None:
-    host = ctx.config.host
-    lease = HostLease(ctx.store, ctx.config.etcd.prefix, host.id, host.lease_ttl_s)
+    config = ctx.config
+    host = config.host
+    lease = HostLease(ctx.store, config.etcd.prefix, host.id, host.lease_ttl_s)
     # Alive before registered, so that no monitor sees a registered host without its key.
     await lease.acquire()
     await register(ctx.log, host, ctx.data_dir)
-    await lease.run()
+    hostd = Hostd(
+        config, ctx.log, plumbing=plumbing_for(config), qemu=QemuProcess(),
+        accel=accelerator(config),
+    )
+    ctx.extra["hostd"] = hostd
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(lease.run(), name="hostd:lease")
+            group.create_task(
+                serve_consoles(
+                    ctx.store, endpoint_key(config.etcd.secrets_prefix, host.id),
+                    host.console_listen, host.address, hostd.root,
+                ),
+                name="hostd:consoles",
+            )
+            await hostd.reconcile()
+            group.create_task(
+                run_consumer(
+                    ctx.log, ctx.store, durable=durable(host.id),
+                    subjects=[subject("host", host.id, "*")], handle=hostd.handle,
+                    settings=config.consumer, poison_prefix=f"{config.etcd.prefix}_poison/",
+                    name=ctx.name,
+                ),
+                name="hostd:commands",
+            )
+    finally:
+        await hostd.close()

@@ -1,0 +1,151 @@
+"""hostd with real QEMU under TCG, driven through the gateway like a user would.
+
+The ``tiny`` guest goes the whole way (create, running, its serial line in the console
+log, stop by ACPI, start, delete with its disk); a QEMU killed with SIGKILL is reported
+crashed and runs again; a VM whose start cannot work says why; ``debian-12`` created
+with the real CLI boots to a login prompt that ``ucloud vm console-log`` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.hostd_harness import Cloud, built, import_image, running_cloud
+from ucloud import events as ev
+from ucloud.config import Config
+from ucloud.hostd.qemu import QemuProcess, RuntimeDir
+from ucloud.images.store import disks_dir
+from ucloud.images.tiny import UP_LINE
+
+pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture
+async def cloud(config: Config, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async with running_cloud(config, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def tiny(cloud: Cloud) -> str:
+    return await import_image(cloud, await asyncio.to_thread(built, "tiny"), "tiny")
+
+
+def qemu_pid(cloud: Cloud, vm: str) -> int | None:
+    return QemuProcess().pid(RuntimeDir(cloud.runtime, vm))
+
+
+@pytest.mark.timeout(300)
+async def test_the_tiny_guest_through_its_whole_life(cloud: Cloud, tiny: str) -> None:
+    vm = (await cloud.create("t1", "tiny"))["id"]
+    running = await cloud.wait_status(vm, "running", timeout=60)
+    assert running["host"] == cloud.host
+    pid = qemu_pid(cloud, vm)
+    assert pid is not None
+    disk = disks_dir(cloud.config) / vm
+    assert [p.name for p in disk.iterdir()] == [f"root-{tiny}.qcow2"]
+    up = await cloud.wait_console(vm, UP_LINE, timeout=120)
+
+    await cloud.act(vm, "stop")
+    stopped = await cloud.wait_status(vm, "stopped", timeout=60)
+    assert stopped["reason"] == ""
+    assert qemu_pid(cloud, vm) is None and disk.is_dir()
+
+    await cloud.act(vm, "start")
+    await cloud.wait_status(vm, "running", timeout=60)
+    again = qemu_pid(cloud, vm)
+    assert again is not None and again != pid
+    await cloud.wait_console(vm, UP_LINE, timeout=120, offset=up)  # a second boot, appended
+
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)
+    assert qemu_pid(cloud, vm) is None
+    assert not disk.exists() and not (cloud.runtime / vm).exists()
+    types = [e.tag() for e in await cloud.vm_events(vm)]
+    assert types == [
+        "vm.requested", "vm.scheduled", "vm.started", "vm.stop_requested", "vm.stopped",
+        "vm.start_requested", "vm.started", "vm.delete_requested", "vm.deleted",
+    ]  # fmt: skip
+    host, _ = await cloud.gw.log.load("host", cloud.host)
+    released = [s.event for s in host if isinstance(s.event, ev.HostVmReleased)]
+    assert [r.vm for r in released] == [vm]
+    assert cloud.hostd.timings[vm].qemu_s > 0
+
+
+@pytest.mark.timeout(300)
+async def test_a_killed_qemu_is_reported_crashed_and_runs_again(cloud: Cloud, tiny: str) -> None:
+    vm = (await cloud.create("t2", "tiny"))["id"]
+    await cloud.wait_status(vm, "running", timeout=60)
+    pid = qemu_pid(cloud, vm)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    crashed = await cloud.wait_status(vm, "crashed", timeout=30)
+    assert "killed" in crashed["reason"]
+    await cloud.wait_status(vm, "running", timeout=60)
+    again = qemu_pid(cloud, vm)
+    assert again is not None and again != pid
+    types = [e.tag() for e in await cloud.vm_events(vm)]
+    assert types[-2:] == ["vm.crashed", "vm.started"]
+
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)
+    assert qemu_pid(cloud, vm) is None
+
+
+@pytest.mark.timeout(120)
+async def test_a_vm_whose_image_is_not_in_the_store_crashes_with_the_reason(
+    cloud: Cloud,
+) -> None:
+    image = await cloud.gw.image("admin", "hollow", public=True)  # made, but no file
+    vm = (await cloud.create("t3", image))["id"]
+    crashed = await cloud.wait_status(vm, "crashed", timeout=60)
+    assert "cannot start" in crashed["reason"] and image in crashed["reason"]
+    assert qemu_pid(cloud, vm) is None
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)
+
+
+async def ucloud_cli(cloud: Cloud, home: Path, *argv: str) -> tuple[int, str, str]:
+    """The real ``ucloud`` command line as the cloud's user; (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UCLOUD_")}
+    env |= {"UCLOUD_URL": cloud.gw.url, "UCLOUD_TOKEN": cloud.user.token,
+            "UCLOUD_CONFIG_DIR": str(home)}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ucloud.cli.main", *argv, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+@pytest.mark.timeout(900)
+async def test_debian_boots_to_a_login_prompt_on_its_console(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    await import_image(cloud, await asyncio.to_thread(built, "debian"), "debian-12")
+    code, out, err = await ucloud_cli(
+        cloud, tmp_path, "vm", "create", "deb", "--image", "debian-12", "--cpu", "1",
+        "--ram", "1G", "--ssd", "4G", "--wait", "--timeout", "120",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "deb: scheduled -> running" in out or "-> running" in out, out
+    deadline = time.monotonic() + 600
+    while True:
+        code, log, err = await ucloud_cli(cloud, tmp_path, "vm", "console-log", "deb")
+        assert code == 0, err
+        if "login:" in log:
+            break
+        assert time.monotonic() < deadline, f"no login prompt after 600s:\n{log[-2000:]}"
+        await asyncio.sleep(3)
+    assert "Debian GNU/Linux 12" in log
+    await cloud.act("deb", "delete")
+    await cloud.wait_status("deb", "gone", timeout=60)

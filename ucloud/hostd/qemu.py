@@ -1,0 +1,237 @@
+"""QEMU for hostd: a VM's runtime directory, its command line, and the process itself.
+
+A VM's runtime directory (``<host.runtime_dir>/<vm id>/``) holds everything that lets a
+QEMU outlive the hostd that started it::
+
+    qmp.sock     the QMP socket (one client at a time: the current hostd)
+    qemu.pid     QEMU's pid file (written by QEMU, removed by QEMU when it exits cleanly)
+    serial.log   the serial console, appended to across restarts
+    qemu.log     what QEMU printed while starting
+    vm.json      what hostd started it with (``StartSpec``)
+
+``qemu_argv`` is the whole command line, a pure function of a ``Launch``. QEMU starts
+daemonized (``-daemonize``: it returns once the machine is set up, in a session of its
+own, so that signals to hostd's process group never reach it) and paused (``-S``): hostd
+connects to QMP first and then sends ``cont``, so no event of the guest goes unseen.
+Never ``-cpu host`` (a named model), never user-mode networking: a NIC is a tap with
+``vhost=off``, or there is none.
+
+``Qemu`` is the small interface hostd uses; ``QemuProcess`` is its one implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+import msgspec
+
+from ucloud.errors import VmError
+from ucloud.events.types import Nic, Resources, RestartPolicy, StoreKind
+
+Accel = Literal["kvm", "tcg"]
+MACHINE = "q35"
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+LAUNCH_TIMEOUT_S = 60.0
+
+
+class StartSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What a VM is started with: the fields of ``host.vm_start`` and the image's store."""
+
+    vm: str
+    owner: str
+    name: str
+    spec: Resources
+    image: str
+    store: StoreKind = "fs"
+    nics: tuple[Nic, ...] = ()
+    restart: RestartPolicy = "always"
+
+
+class TapNic(msgspec.Struct, frozen=True, kw_only=True):
+    tap: str
+    mac: str
+
+
+class Launch(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything ``qemu_argv`` needs."""
+
+    vm: str
+    directory: str
+    cpu: int
+    ram_mib: int
+    accel: Accel
+    cpu_model: str
+    disks: tuple[tuple[str, ...], ...] = ()  # QEMU arguments per disk, from the image store
+    nics: tuple[TapNic, ...] = ()
+
+
+class RuntimeDir:
+    """The paths of one VM's runtime directory."""
+
+    def __init__(self, root: Path, vm: str) -> None:
+        self.vm = vm
+        self.path = root.absolute() / vm
+        self.qmp = self.path / "qmp.sock"
+        self.pidfile = self.path / "qemu.pid"
+        self.serial = self.path / "serial.log"
+        self.qemu_log = self.path / "qemu.log"
+        self.spec = self.path / "vm.json"
+
+    def check(self) -> None:
+        """VmError when the QMP socket's path is too long for a unix socket."""
+        if len(os.fsencode(self.qmp)) > UNIX_PATH_MAX:
+            raise VmError(
+                self.vm, "runtime directory",
+                f"{self.qmp} is longer than a unix socket path may be ({UNIX_PATH_MAX} "
+                "bytes); choose a shorter host.runtime_dir",
+            )
+
+    def write_spec(self, spec: StartSpec) -> None:
+        self.path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        tmp = self.spec.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(spec))
+        tmp.replace(self.spec)
+
+    def read_spec(self) -> StartSpec | None:
+        try:
+            return msgspec.json.decode(self.spec.read_bytes(), type=StartSpec)
+        except (OSError, msgspec.DecodeError):
+            return None
+
+
+def qemu_argv(binary: str, launch: Launch) -> list[str]:
+    """The command line that starts ``launch`` (pure)."""
+    directory = Path(launch.directory)
+    qmp, serial = directory / "qmp.sock", directory / "serial.log"
+    argv = [
+        binary,
+        "-name", f"guest={_escape(launch.vm)},debug-threads=on",
+        "-uuid", launch.vm,
+        "-machine", MACHINE,
+        "-accel", launch.accel,
+        "-cpu", launch.cpu_model,
+        "-smp", str(launch.cpu),
+        "-m", str(launch.ram_mib),
+        "-nodefaults", "-no-user-config", "-display", "none",
+        "-daemonize", "-pidfile", str(directory / "qemu.pid"),
+        "-chardev", f"socket,id=qmp,path={_escape(str(qmp))},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
+        "-chardev", f"file,id=serial0,path={_escape(str(serial))},append=on",
+        "-serial", "chardev:serial0",
+        "-device", "virtio-rng-pci",
+        "-S",
+    ]  # fmt: skip
+    for disk in launch.disks:
+        argv += disk
+    for index, nic in enumerate(launch.nics):
+        argv += [
+            "-netdev",
+            f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no,vhost=off",
+            "-device", f"virtio-net-pci,netdev=net{index},mac={nic.mac}",
+        ]  # fmt: skip
+    return argv
+
+
+def _escape(value: str) -> str:
+    """A value inside a QEMU option list: commas doubled."""
+    return value.replace(",", ",,")
+
+
+class Qemu(Protocol):
+    """The QEMU processes of this host, found by their runtime directories."""
+
+    async def launch(self, argv: Sequence[str], runtime: RuntimeDir) -> int:
+        """Start QEMU daemonized; its pid once it is set up. VmError naming QEMU's complaint."""
+        ...
+
+    def pid(self, runtime: RuntimeDir) -> int | None:
+        """The pid of the live QEMU of ``runtime``, or None."""
+        ...
+
+    def kill(self, runtime: RuntimeDir) -> None:
+        """SIGKILL the QEMU of ``runtime`` (by its pid file), if it lives."""
+        ...
+
+    async def wait_gone(self, runtime: RuntimeDir, timeout: float) -> bool:
+        """Whether the QEMU of ``runtime`` is gone within ``timeout`` seconds."""
+        ...
+
+
+class QemuProcess:
+    """Real QEMU processes: launched with ``-daemonize``, found by pid file and command line."""
+
+    async def launch(self, argv: Sequence[str], runtime: RuntimeDir) -> int:
+        runtime.check()
+        runtime.path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        runtime.pidfile.unlink(missing_ok=True)
+        with runtime.qemu_log.open("ab") as errors:
+            start = errors.tell()
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=errors, stderr=errors,
+                    start_new_session=True, cwd=runtime.path,
+                )
+            except OSError as exc:
+                raise VmError(runtime.vm, "launch", f"cannot run {argv[0]}: {exc}") from exc
+            try:
+                async with asyncio.timeout(LAUNCH_TIMEOUT_S):
+                    code = await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                code = -1
+        if code != 0:
+            raise VmError(runtime.vm, "launch", f"QEMU exited {code}: {_tail(runtime, start)}")
+        pid = self.pid(runtime)
+        if pid is None:
+            raise VmError(runtime.vm, "launch", f"QEMU did not stay up: {_tail(runtime, start)}")
+        return pid
+
+    def pid(self, runtime: RuntimeDir) -> int | None:
+        try:
+            pid = int(runtime.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _is_qemu_of(pid, runtime) else None
+
+    def kill(self, runtime: RuntimeDir) -> None:
+        pid = self.pid(runtime)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    async def wait_gone(self, runtime: RuntimeDir, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.pid(runtime) is not None:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+
+def _is_qemu_of(pid: int, runtime: RuntimeDir) -> bool:
+    """Whether ``pid`` lives and is the QEMU of this runtime directory. A pid reused by
+    another process, or a zombie (empty command line), is not."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    needle = os.fsencode(runtime.qmp)
+    return any(needle in arg for arg in argv)
+
+
+def _tail(runtime: RuntimeDir, start: int) -> str:
+    try:
+        with runtime.qemu_log.open("rb") as log:
+            log.seek(start)
+            text = log.read().decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return " ".join(text.splitlines()[-3:])[-500:] or "(nothing on stderr)"

@@ -1,0 +1,220 @@
+"""What hostd decides, from what it knows: every rule of hostd, pure.
+
+Theory of operation
+-------------------
+hostd knows three things about a VM: what the log says of it (``VmFacts``, the fold of
+its aggregate with stream sequences), whether its QEMU runs here (from the pid file and
+QMP), and how a QEMU that ended ended (QMP's last ``SHUTDOWN`` event). From those:
+
+- ``judge_command``: whether a command (``host.<me>.vm_start|vm_stop|vm_delete``) is acted
+  on. A command for a VM that is deleted or placed elsewhere is not; a start or stop that
+  a later lifecycle request of the VM superseded is not (a new hostd reading its
+  host's commands from the start acts only on the ones that still hold).
+- ``desired``: what should be of the VM on this host: RUN, HALT (no QEMU, keep the
+  disk), GONE (not ours, or deleted: no QEMU) or PENDING (a command is on its way and will
+  say).
+- ``reconcile``: desired against actual, for every VM found in the runtime directory or
+  placed on this host, when hostd starts. A VM that runs and should is adopted (never
+  restarted), one that should run and does not is started (after a ``crashed`` fact),
+  one that runs and should not is stopped and reported.
+- ``exit_kind``: a QEMU that ended while hostd wanted it running crashed, unless the guest
+  powered itself off.
+- ``restart_delay`` / ``failures_after``: the backoff of restarts after crashes.
+
+Nothing here reads a clock, a file or the network.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from ucloud.eventlog import Stored
+from ucloud.events import (
+    Event,
+    HostVmDelete,
+    HostVmStart,
+    HostVmStop,
+    VmCrashed,
+    VmDeleted,
+    VmDeleteRequested,
+    VmEvacuated,
+    VmLost,
+    VmMigrated,
+    VmMigrationRequested,
+    VmRequested,
+    VmScheduled,
+    VmStarted,
+    VmStartRequested,
+    VmStopped,
+    VmStopRequested,
+)
+from ucloud.events.types import RestartPolicy
+
+Status = Literal[
+    "none", "requested", "scheduled", "running", "stopped", "crashed", "failed", "deleted",
+    "lost",
+]
+INTENTS = (VmStartRequested, VmStopRequested, VmDeleteRequested, VmMigrationRequested)
+
+
+@dataclass(frozen=True, slots=True)
+class VmFacts:
+    """What the log says of a VM, as hostd needs it."""
+
+    status: Status = "none"
+    host: str = ""
+    request: VmRequested | None = None
+    deleting: bool = False
+    last_intent: int = 0  # stream sequence of the latest lifecycle request
+
+    @property
+    def restart(self) -> RestartPolicy:
+        return self.request.restart if self.request is not None else "always"
+
+
+def evolve(facts: VmFacts, seq: int, event: Event) -> VmFacts:
+    if isinstance(event, INTENTS):
+        facts = replace(facts, last_intent=max(facts.last_intent, seq))
+    if isinstance(event, VmRequested):
+        return replace(facts, status="requested", request=event)
+    if isinstance(event, VmScheduled):
+        return replace(facts, status="scheduled", host=event.host)
+    if isinstance(event, VmStarted):
+        return replace(facts, status="running", host=event.host)
+    if isinstance(event, VmStopped):
+        return replace(facts, status="stopped", host=event.host)
+    if isinstance(event, VmCrashed):
+        return replace(facts, status="crashed", host=event.host)
+    if isinstance(event, VmLost):
+        return replace(facts, status="lost", host=event.host)
+    if isinstance(event, VmDeleted):
+        return replace(facts, status="deleted")
+    if isinstance(event, VmDeleteRequested):
+        return replace(facts, deleting=True)
+    if isinstance(event, VmMigrated):
+        return replace(facts, host=event.to_host)
+    if isinstance(event, VmEvacuated):
+        return replace(facts, status="scheduled", host=event.to_host)
+    return facts
+
+
+def fold(stored: Iterable[Stored]) -> VmFacts:
+    facts = VmFacts()
+    for item in stored:
+        facts = evolve(facts, item.seq, item.event)
+    return facts
+
+
+Command = HostVmStart | HostVmStop | HostVmDelete
+
+
+def judge_command(command: Command, seq: int, facts: VmFacts, me: str) -> str | None:
+    """None when hostd acts on ``command`` (at stream sequence ``seq``); else why not."""
+    if facts.status == "none":
+        return "no such VM"
+    if isinstance(command, HostVmDelete):
+        return "the VM is deleted already" if facts.status == "deleted" else None
+    if facts.status == "deleted":
+        return "the VM is deleted"
+    if facts.host and facts.host != me:
+        return f"the VM is on {facts.host} now"
+    if facts.deleting:
+        return "the VM is being deleted"
+    if facts.last_intent > seq:
+        return "a later request of the VM superseded it"
+    return None
+
+
+class Desired(enum.Enum):
+    RUN = "run"  # a QEMU should run here
+    HALT = "halt"  # no QEMU; the VM (and its disk) stay
+    GONE = "gone"  # not a VM of this host (deleted, unknown, or placed elsewhere)
+    PENDING = "pending"  # a command on its way decides (scheduled, being deleted)
+
+
+def desired(facts: VmFacts, me: str) -> Desired:
+    if facts.status in ("none", "deleted") or (facts.host and facts.host != me):
+        return Desired.GONE
+    if facts.deleting:
+        return Desired.PENDING
+    if facts.status == "running":
+        return Desired.RUN
+    if facts.status == "crashed":
+        return Desired.RUN if facts.restart == "always" else Desired.HALT
+    if facts.status == "stopped":
+        return Desired.HALT
+    return Desired.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """Runs and should (or a command will say): watch it, change nothing."""
+
+    vm: str
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Should run but does not: it crashed while no hostd watched. Report, then start."""
+
+    vm: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Runs but should not. ``report``: append ``vm.stopped`` (the VM is ours)."""
+
+    vm: str
+    report: bool
+
+
+Action = Adopt | Start | Stop
+
+
+def reconcile(vms: Mapping[str, tuple[Desired, bool]]) -> list[Action]:
+    """The actions that make this host match the log: vm -> (desired, QEMU runs)."""
+    actions: list[Action] = []
+    for vm, (want, runs) in sorted(vms.items()):
+        if runs and want in (Desired.RUN, Desired.PENDING):
+            actions.append(Adopt(vm))
+        elif runs:
+            actions.append(Stop(vm, report=want is Desired.HALT))
+        elif want is Desired.RUN:
+            actions.append(Start(vm))
+    return actions
+
+
+ExitKind = Literal["expected", "powered_off", "crashed"]
+
+
+def exit_kind(wanted_running: bool, shutdown: Mapping[str, object] | None) -> ExitKind:
+    """How a QEMU that ended ended. ``shutdown``: the data of QMP's last SHUTDOWN event."""
+    if not wanted_running:
+        return "expected"
+    if shutdown is not None and shutdown.get("guest") is True:
+        return "powered_off"
+    return "crashed"
+
+
+def crash_reason(shutdown: Mapping[str, object] | None) -> str:
+    if shutdown is None:
+        return "QEMU ended without being asked to (killed or crashed)"
+    return f"QEMU shut down without being asked to ({shutdown.get('reason', 'unknown')})"
+
+
+def restart_delay(policy: RestartPolicy, failures: int, backoff: Sequence[float]) -> float | None:
+    """Seconds before restart number ``failures`` (1: the first crash in a row), or None
+    when the policy says not to restart."""
+    if policy == "never" or failures < 1:
+        return None
+    if not backoff:
+        return 0.0
+    return backoff[min(failures, len(backoff)) - 1]
+
+
+def failures_after(failures: int, ran_s: float, stable_s: float) -> int:
+    """The crash count after a run of ``ran_s`` seconds that ended in a crash."""
+    return 1 if ran_s >= stable_s else failures + 1
