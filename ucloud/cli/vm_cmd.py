@@ -22,6 +22,7 @@ from ucloud.projections.views import VmStatus
 
 POLL_INTERVAL_S = 0.3
 DEFAULT_TIMEOUT_S = 300.0
+USER_DATA_READ_LIMIT = 1 << 20  # the gateway's own limit is smaller; this only bounds the read
 
 
 def register(sub: Any) -> None:
@@ -46,6 +47,12 @@ def register(sub: Any) -> None:
         help="SSH key id or name (repeatable; default: all your keys)",
     )
     create.add_argument("--restart", choices=("always", "never"), help="restart policy")
+    create.add_argument(
+        "--user-data",
+        type=_user_data,
+        metavar="FILE",
+        help="cloud-init user data for the VM (UTF-8 text; served by the metadata service)",
+    )
     _add_wait_options(create, "running")
     create.set_defaults(func=_create)
 
@@ -117,6 +124,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _user_data(path: str) -> str:
+    """The text of FILE; the gateway checks its size (``metadata.max_user_data_bytes``)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(USER_DATA_READ_LIMIT + 1)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > USER_DATA_READ_LIMIT:
+        raise argparse.ArgumentTypeError(f"{path} is larger than {USER_DATA_READ_LIMIT} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{path} is not UTF-8 text: {exc}") from exc
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -143,6 +165,8 @@ def _create(args: argparse.Namespace) -> int:
         body["keys"] = args.key
     if args.restart is not None:
         body["restart"] = args.restart
+    if args.user_data is not None:
+        body["user_data"] = args.user_data
     with open_gateway(args) as gateway:
         vm = gateway.post("/v1/vms", body)
         return _finish(args, gateway, vm, Target(args.until or args.target))

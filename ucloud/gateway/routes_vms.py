@@ -26,6 +26,7 @@ from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
 from ucloud.gateway.sizes import parse_positive_size, parse_size
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
+from ucloud.metadata.userdata import encode_user_data, userdata_key
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import VmView
 from ucloud.replay.audit import audit
@@ -133,8 +134,13 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         image = resolve_image(principal, body.image)
         networks = resolve_networks(principal, body.networks)
         keys = resolve_keys(principal, body.keys)
+        user_data = None
+        if body.user_data is not None:
+            user_data = encode_user_data(body.user_data, gw.config.metadata.max_user_data_bytes)
         macs = await assign_macs(len(networks))
         vm = new_id()
+        if user_data is not None:  # before the VM exists, so that its first boot finds it
+            await gw.store.put(userdata_key(gw.config.etcd.secrets_prefix, vm), user_data)
         event = ev.VmRequested(
             **envelope(principal), vm=vm, owner=principal.name, name=body.name, spec=spec,
             image=image, keys=keys, restart=body.restart,

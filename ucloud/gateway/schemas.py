@@ -63,6 +63,8 @@ class VmCreate(Request, kw_only=True):
     networks: list[str] = msgspec.field(default_factory=list)  # network ids or names
     keys: list[str] | None = None  # key ids or names; default: all the owner's keys
     restart: RestartPolicy = "always"
+    # cloud-init user data (text): kept in etcd for the metadata service, never in an event
+    user_data: str | None = None
 
 
 class VmMigrate(Request, kw_only=True):
