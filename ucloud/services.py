@@ -37,6 +37,7 @@ SERVICES: dict[str, str] = {
     "imagescan": "ucloud.handlers.imagescan:run",
     "builtins": "ucloud.handlers.builtins:run",
     "monitor": "ucloud.handlers.liveness:run_monitor",
+    "netalloc": "ucloud.handlers.netalloc:run",
     "hostd": "ucloud.hostd.service:run",
     "scheduler": "ucloud.handlers.scheduler:run",
     "dispatcher": "ucloud.handlers.dispatcher:run",

@@ -21,6 +21,7 @@ from ucloud.gateway import (
     routes_files,
     routes_hosts,
     routes_images,
+    routes_networks,
     routes_users,
     routes_vms,
 )
@@ -38,6 +39,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         *routes_users.endpoints(gw),
         *routes_vms.endpoints(gw),
         *routes_console.endpoints(gw),
+        *routes_networks.endpoints(gw),
         *routes_hosts.endpoints(gw),
         *routes_files.endpoints(gw),
         *routes_images.endpoints(gw),

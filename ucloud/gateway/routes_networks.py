@@ -1,0 +1,148 @@
+"""Networks: create, list, show, delete.
+
+``POST /v1/networks {name, ipam}`` appends ``net.requested`` expecting an empty aggregate;
+netalloc answers with ``net.created`` (VNI, /64) or ``net.failed``. Delete is refused while
+the network is still being created or while VMs are attached (the 409 names them);
+otherwise it appends ``net.delete_requested`` with OCC on the network, and netalloc
+releases the VNI and the /64. Before looking for attached VMs the gateway waits until the
+projection has applied the whole log as it stood, so a VM requested before the delete is
+seen. A network another user owns does not exist for you (404); admins see all.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ucloud import events as ev
+from ucloud.errors import ConflictError, InputError, NotFound, Refused
+from ucloud.events.base import valid_token
+from ucloud.events.types import Ipam
+from ucloud.gateway.auth import Principal
+from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
+from ucloud.gateway.mirror import Entry
+from ucloud.gateway.schemas import Request
+from ucloud.gateway.state import Gateway, envelope
+from ucloud.ids import new_id
+from ucloud.projections.views import NetView, net_vm_key
+
+_RETRIES = 5
+_NAMED = 10  # attached VMs named in a refusal
+
+
+class NetCreate(Request, kw_only=True):
+    name: str
+    ipam: Ipam = "none"  # none: layer 2 only; manual: a /64; auto: a /64 and router adverts
+
+
+def check_net_name(name: str) -> None:
+    if not valid_token(name) or len(name) > 63:
+        raise InputError("name", "use 1-63 letters, digits, '-' or '_'")
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return
+    raise InputError("name", "must not look like a network id")
+
+
+def endpoints(gw: Gateway) -> list[Endpoint]:
+    mirror = gw.mirror
+
+    def find(principal: Principal, ident: str) -> Entry[NetView]:
+        entry = mirror.nets.get(ident)
+        if entry is not None and principal.sees(entry.view.owner):
+            return entry
+        entry = mirror.nets.named(principal.name, ident)
+        if entry is None:
+            raise NotFound("id", f"no network {ident}")
+        return entry
+
+    async def attached(net: str) -> list[str]:
+        """Names (ids where unknown) of the VMs attached to ``net``, sorted."""
+        prefix = gw.key(net_vm_key(net, ""))
+        keys = await gw.store.get_prefix(prefix, keys_only=True)
+        names = []
+        for key, _ in keys:
+            vm = key[len(prefix) :]
+            entry = mirror.vms.get(vm)
+            names.append(entry.view.name if entry is not None else vm)
+        return sorted(names)
+
+    async def create(call: Call) -> Answer:
+        body: NetCreate = call.body
+        principal = call.principal
+        check_net_name(body.name)
+        if mirror.nets.named(principal.name, body.name) is not None:
+            raise Refused("name", f"you already have a network named {body.name}")
+        net = new_id()
+        event = ev.NetRequested(
+            **envelope(principal), net=net, owner=principal.name, name=body.name, ipam=body.ipam
+        )
+        seq = await gw.log.append(event, expected=0)
+        await gw.settled(seq)
+        return Answer(202, _raw(mirror.nets.get(net), net))
+
+    async def list_nets(call: Call) -> Answer:
+        principal = call.principal
+        mine = mirror.nets.all() if principal.admin else mirror.nets.of_owner(principal.name)
+        entries = list(mine)
+        entries.sort(key=lambda e: (e.view.owner, e.view.name, e.view.id))
+        return Answer(200, raw_list([e.raw for e in entries]))
+
+    async def show(call: Call) -> Answer:
+        return Answer(200, RawJson(find(call.principal, call.params["id"]).raw))
+
+    async def delete(call: Call) -> Answer:
+        principal = call.principal
+        net = find(principal, call.params["id"]).view.id
+        for _ in range(_RETRIES):
+            _, last = await gw.log.load("net", net)
+            await gw.settled(max(last, await gw.log.last_sequence()))
+            entry = mirror.nets.get(net)
+            if entry is None:
+                raise NotFound("id", f"no network {call.params['id']}")
+            view = entry.view
+            if view.status == "deleting":
+                return Answer(202, RawJson(entry.raw))
+            if view.status == "requested":
+                raise Refused("status", f"network {view.name} is still being created")
+            users = await attached(net)
+            if users:
+                shown = ", ".join(users[:_NAMED]) + (", ..." if len(users) > _NAMED else "")
+                raise Refused(
+                    "id", f"{len(users)} VM(s) are attached to network {view.name}: {shown}"
+                )
+            event = ev.NetDeleteRequested(**envelope(principal), net=net)
+            try:
+                seq = await gw.log.append(event, expected=last)
+            except ConflictError:
+                continue
+            await gw.settled(seq)
+            return Answer(202, _raw(mirror.nets.get(net), net, entry))
+        raise Refused("status", "the network kept changing; try again")
+
+    return [
+        Endpoint(
+            "POST", "/v1/networks", create, "Create a network (IPAM none, manual or auto)",
+            status=202, body=NetCreate, answer=NetView, errors=(400, 401, 409),
+        ),
+        Endpoint(
+            "GET", "/v1/networks", list_nets, "Your networks (admin: all)",
+            answer=list[NetView], errors=(401,),
+        ),
+        Endpoint(
+            "GET", "/v1/networks/{id}", show, "One network, by id or name", answer=NetView,
+            errors=(401, 404),
+        ),
+        Endpoint(
+            "DELETE", "/v1/networks/{id}", delete, "Delete a network no VM is attached to",
+            status=202, answer=NetView, errors=(401, 404, 409),
+        ),
+    ]
+
+
+def _raw(entry: Entry[NetView] | None, net: str, before: Entry[NetView] | None = None) -> RawJson:
+    # A network deleted between the append and the answer: answer what it was.
+    chosen = entry or before
+    if chosen is None:
+        raise NotFound("id", f"network {net} is gone")
+    return RawJson(chosen.raw)
