@@ -28,11 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError, UcloudError
+from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError
 from ucloud.eventlog import EventLog, Record
 from ucloud.events import decode
 from ucloud.projections.apply import changes
@@ -235,8 +235,9 @@ class Writer:
         self.stored = value
 
 
-class Stalled(UcloudError):
-    """The log holds records the read has not delivered for a while: read again."""
+class _Stalled(Exception):
+    """The log holds records the read has not delivered for a while: read again (it never
+    leaves the projector, so it is not part of the error tree)."""
 
     def __init__(self, received: int, last: int, seconds: float) -> None:
         super().__init__(
@@ -298,7 +299,7 @@ class Projector:
             except CheckpointMoved as exc:
                 self.metrics.reloads += 1
                 log.info("%s: reloading", exc)
-            except Stalled as exc:
+            except _Stalled as exc:
                 self.metrics.reloads += 1
                 log.warning("%s: reloading and reading again", exc)
 
@@ -312,15 +313,16 @@ class Projector:
             reads = self.log.read(
                 projection.checkpoint + 1, follow=stop is None, stop=stop, max_batch=max_batch
             )
-            async for batch in self._watched(reads, projection, stop):
-                txns = projection.fold(batch, self.max_txn_ops)
-                if committing is not None:
-                    await committing
-                    committing = None
-                if len(batch) < max_batch:
-                    await self._commit(txns)
-                elif txns:
-                    committing = asyncio.create_task(self._commit(txns))
+            async with contextlib.aclosing(self._watched(reads, projection, stop)) as batches:
+                async for batch in batches:
+                    txns = projection.fold(batch, self.max_txn_ops)
+                    if committing is not None:
+                        await committing
+                        committing = None
+                    if len(batch) < max_batch:
+                        await self._commit(txns)
+                    elif txns:
+                        committing = asyncio.create_task(self._commit(txns))
             if committing is not None:
                 await committing
         finally:
@@ -331,8 +333,8 @@ class Projector:
 
     async def _watched(
         self, reads: AsyncIterator[list[Record]], projection: Projection, stop: int | None
-    ) -> AsyncIterator[list[Record]]:
-        """The batches of ``reads``; Stalled when nothing comes for ``stall_s`` twice in a
+    ) -> AsyncGenerator[list[Record], None]:
+        """The batches of ``reads``; _Stalled when nothing comes for ``stall_s`` twice in a
         row although the log holds records past the last one received (a consumer that
         stopped delivering; twice, so that a record appended just then is no stall)."""
         upcoming: asyncio.Future[list[Record]] | None = None
@@ -344,7 +346,7 @@ class Projector:
                     last = await self.log.last_sequence()
                     behind = behind + 1 if min(last, stop or last) > projection.checkpoint else 0
                     if behind == 2:
-                        raise Stalled(projection.checkpoint, last, 2 * self.stall_s)
+                        raise _Stalled(projection.checkpoint, last, 2 * self.stall_s)
                 try:
                     batch = upcoming.result()
                 except StopAsyncIteration:
