@@ -137,14 +137,14 @@ class Hostd:
                 vm=event.vm, owner=event.owner, name=event.name, spec=event.spec,
                 image=event.image, nics=event.nics, restart=event.restart,
             )
-            await self.start(machine, spec, cause.envelope("started"), began)
+            await self.start(machine, spec, cause, began)
         elif isinstance(event, HostVmStop):
-            await self.stop(machine, cause.envelope("stopped"))
+            await self.stop(machine, cause)
         else:
             await self.delete(machine, cause)
 
     async def start(
-        self, machine: Machine, spec: StartSpec, envelope: dict[str, Any], began: datetime
+        self, machine: Machine, spec: StartSpec, cause: Cause, began: datetime
     ) -> None:
         machine.want = Want.RUN
         machine.cancel_restart()
@@ -154,18 +154,18 @@ class Hostd:
             try:
                 await self._run(machine, spec, began)
             except UcloudError as exc:
-                await self._start_failed(machine, exc, envelope)
+                await self._start_failed(machine, exc, self._answer(cause, "started"))
                 return
-        await self._append(VmStarted(**envelope, vm=machine.vm, host=self.me))
+        await self._append(VmStarted(**self._answer(cause, "started"), vm=machine.vm, host=self.me))
 
-    async def stop(self, machine: Machine, envelope: dict[str, Any]) -> None:
+    async def stop(self, machine: Machine, cause: Cause) -> None:
         machine.want = Want.HALT
         machine.cancel_restart()
         async with machine.lock:
             how = await machine.shutdown(self.host.stop_timeout_s)
             await self._unplug(machine)
         log.info("vm %s: stopped (%s)", machine.vm, how)
-        await self._append(VmStopped(**envelope, vm=machine.vm, host=self.me))
+        await self._append(VmStopped(**self._answer(cause, "stopped"), vm=machine.vm, host=self.me))
 
     async def delete(self, machine: Machine, cause: Cause) -> None:
         machine.want = Want.GONE
@@ -178,10 +178,11 @@ class Hostd:
             await asyncio.to_thread(open_store(self.config, kind).delete_disks, machine.vm)
             await asyncio.to_thread(shutil.rmtree, machine.runtime.path, True)
         released = HostVmReleased(
-            **cause.envelope("vm_released"), host=self.me, vm=machine.vm, reason="deleted"
+            **self._answer(cause, "vm_released"), host=self.me, vm=machine.vm, reason="deleted"
         )
         await self._append(released)
-        await self._append(VmDeleted(**cause.envelope("deleted"), vm=machine.vm, host=self.me))
+        deleted = VmDeleted(**self._answer(cause, "deleted"), vm=machine.vm, host=self.me)
+        await self._append(deleted)
         self.machines.pop(machine.vm, None)
         log.info("vm %s: deleted with its disks", machine.vm)
 
@@ -441,6 +442,10 @@ class Hostd:
             await machine.forget()
 
     # --- facts --------------------------------------------------------------------------
+
+    def _answer(self, cause: Cause, purpose: str) -> dict[str, Any]:
+        """The envelope of a fact answering a command: id derived from it, time now."""
+        return msgspec.structs.replace(cause, at=self.clock()).envelope(purpose)
 
     def _fresh(self) -> dict[str, Any]:
         """The envelope of a fact no command asked for (a crash, a restart): a fresh id."""

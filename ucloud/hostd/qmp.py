@@ -174,6 +174,8 @@ class QmpSession:
                 future = self._waiting.get(message.get("id"))
                 if future is not None and not future.done():
                     future.set_result(message)
+        except ConnectionResetError:
+            pass  # QEMU exited (a quit, a kill): the same as an orderly close
         except (ConnectionError, OSError, ValueError) as exc:  # ValueError: line over limit
             log.warning("vm %s: QMP connection failed: %r", self.vm, exc)
         finally:
