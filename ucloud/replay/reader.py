@@ -16,8 +16,12 @@
   after ``stop``); events appended meanwhile are left for the next replay. A gap in
   the consumer's delivery sequence is a ``LogError``, never a silent hole.
 
-It never publishes to the stream. A URL it cannot serve (``tls://``, a server that
-requires TLS) falls back to ``EventLog.read`` with the same records.
+``scan`` yields records; ``scan_events`` yields ``(sequence, event)`` decoded straight
+from the wire, what replays fold (a record object costs more than its decoding).
+
+It never appends to the stream: it only asks the JetStream API for a consumer and removes
+it. A URL it cannot serve (``tls://``, a server that requires TLS) falls back to
+``EventLog.read`` with the same results.
 """
 
 from __future__ import annotations
