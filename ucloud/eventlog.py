@@ -442,8 +442,8 @@ def _parse_time(value: str) -> datetime:
     # nats sends RFC 3339 with nanoseconds; Python keeps microseconds.
     if "." in value:
         head, frac = value.split(".", 1)
-        zone = frac[len(frac.rstrip("0123456789")) - len(frac) or len(frac) :]
-        digits = frac[: len(frac) - len(zone)]
+        digits = frac[: len(frac) - len(frac.lstrip("0123456789"))]
+        zone = frac[len(digits) :]
         value = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
