@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
@@ -37,6 +38,8 @@ from ucloud.projections.views import (
     KeyView,
     NetView,
     NicView,
+    OrderLineView,
+    OrderView,
     UserView,
     Value,
     VmView,
@@ -48,11 +51,13 @@ from ucloud.projections.views import (
     name_key,
     net_key,
     net_vm_key,
+    order_key,
     owner_key,
     user_key,
     vm_key,
     vni_key,
 )
+from ucloud.replay.prices import MINUTES_PER_30_DAYS
 from ucloud.store import Delete, Op, Put
 
 State = Mapping[str, Value]
@@ -449,3 +454,31 @@ def _user_key_removed(state: State, e: ev.UserKeyRemoved) -> list[Change]:
         return []
     keys = tuple(k for k in view.keys if k.id != e.key)
     return [(user_key(e.user), msgspec.structs.replace(view, keys=keys))]
+
+
+# --- orders -----------------------------------------------------------------------------
+
+
+@_on(ev.OrderPlaced)
+def _order_placed(state: State, e: ev.OrderPlaced) -> list[Change]:
+    if _get(state, order_key(e.order), OrderView) is not None:
+        return []
+    per_minute = sum((line.per_minute for line in e.lines), Decimal(0))
+    view = OrderView(
+        id=e.order, owner=e.owner, vm=e.vm, spec=e.spec, currency=e.currency,
+        lines=tuple(
+            OrderLineView(
+                item=line.item, quantity=_plain(line.quantity),
+                unit_price=_plain(line.unit_price), per_minute=_plain(line.per_minute),
+            )
+            for line in e.lines
+        ),
+        per_minute=_plain(per_minute), per_30_days=_plain(per_minute * MINUTES_PER_30_DAYS),
+        image=e.image, nics=e.nics, placed_at=e.at,
+    )
+    return [(order_key(e.order), view), (owner_key(e.owner, "order", e.order), "")]
+
+
+def _plain(amount: Decimal) -> str:
+    """Fixed-point text (``0.0000008``, never ``8E-7``): what the API shows for money."""
+    return format(amount, "f")

@@ -24,7 +24,15 @@ from typing import Generic, TypeVar
 import msgspec
 
 from ucloud.errors import StoreError
-from ucloud.projections.views import FileView, HostView, ImageView, NetView, UserView, VmView
+from ucloud.projections.views import (
+    FileView,
+    HostView,
+    ImageView,
+    NetView,
+    OrderView,
+    UserView,
+    VmView,
+)
 from ucloud.store import Store
 
 log = logging.getLogger(__name__)
@@ -176,6 +184,7 @@ class Mirror(Watched):
         self.images: Kind[ImageView] = Kind(ImageView, lambda v: (v.owner, v.name))
         self.files: Kind[FileView] = Kind(FileView, lambda v: (v.owner, v.name))
         self.users: Kind[UserView] = Kind(UserView)
+        self.orders: Kind[OrderView] = Kind(OrderView, lambda v: (v.owner, v.id))
         self.macs: dict[str, str] = {}  # idx/mac: MAC -> vm id
         self._kinds: dict[str, Kind[object]] = {
             "vm": self.vms,  # type: ignore[dict-item]
@@ -184,6 +193,7 @@ class Mirror(Watched):
             "image": self.images,  # type: ignore[dict-item]
             "file": self.files,  # type: ignore[dict-item]
             "user": self.users,  # type: ignore[dict-item]
+            "order": self.orders,  # type: ignore[dict-item]
         }
         self._checkpoint_key = f"_checkpoint/{projection}"
         self.checkpoint = 0

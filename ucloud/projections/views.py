@@ -8,8 +8,9 @@ Keys, relative to the configured prefix (``/ucloud/v1/``):
     image/<id>                   ImageView
     file/<id>                    FileView
     user/<name>                  UserView (with SSH public keys; never the TOTP secret)
+    order/<id>                   OrderView (the agreed price of a VM, fixed when placed)
     idx/mac/<mac>                vm id
-    idx/owner/<owner>/<kind>/<id>   ""   (kind: vm, net, image, file)
+    idx/owner/<owner>/<kind>/<id>   ""   (kind: vm, net, image, file, order)
     idx/vni/<vni>                net id
     idx/net/<net>/<vm>           ""   (VMs attached to a network)
     idx/name/<owner>/<kind>/<name>  id   (names are unique per owner and kind)
@@ -139,6 +140,29 @@ class UserView(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime | None = None
 
 
+class OrderLineView(msgspec.Struct, frozen=True, kw_only=True):
+    """One agreed price line; amounts are fixed-point decimal strings (``"0.0000008"``)."""
+
+    item: str
+    quantity: str
+    unit_price: str  # per unit and running minute
+    per_minute: str  # quantity x unit_price
+
+
+class OrderView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    vm: str
+    spec: Resources
+    currency: str
+    lines: tuple[OrderLineView, ...]
+    per_minute: str  # the sum of the lines, exact
+    per_30_days: str  # per_minute x 43200, exact (a quote rounds it to the table's decimals)
+    image: str = ""  # the image name the quote priced
+    nics: int = 0
+    placed_at: datetime | None = None
+
+
 class PoisonView(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     subject: str
@@ -146,7 +170,7 @@ class PoisonView(msgspec.Struct, frozen=True, kw_only=True):
     seen_by: str
 
 
-View = VmView | HostView | NetView | ImageView | FileView | UserView
+View = VmView | HostView | NetView | ImageView | FileView | UserView | OrderView
 Value = View | str  # what a projection key holds: a view, or an index's plain text
 
 CHECKPOINT = "_checkpoint/"
@@ -160,6 +184,7 @@ VIEW_TYPES: dict[str, type[View]] = {
     "image": ImageView,
     "file": FileView,
     "user": UserView,
+    "order": OrderView,
 }
 PROJECTED = (*(f"{kind}/" for kind in VIEW_TYPES), "idx/", POISON)
 
@@ -186,6 +211,10 @@ def file_key(file: str) -> str:
 
 def user_key(name: str) -> str:
     return f"user/{name}"
+
+
+def order_key(order: str) -> str:
+    return f"order/{order}"
 
 
 def mac_key(mac: str) -> str:
@@ -265,6 +294,7 @@ __all__ = [
     "name_key",
     "net_key",
     "net_vm_key",
+    "order_key",
     "owner_key",
     "poison_key",
     "user_key",
@@ -277,6 +307,8 @@ __all__ = [
     "NetView",
     "Nic",
     "NicView",
+    "OrderLineView",
+    "OrderView",
     "PoisonView",
     "UserView",
     "VmStatus",
