@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, get_args
 
+from ucloud.cli.order_cmd import agreed_price
 from ucloud.client.args import add_client_options, emit, note, open_gateway, size_arg
 from ucloud.client.http import GatewayClient, path
 from ucloud.client.output import render_events, render_vm, render_vms
@@ -52,6 +53,10 @@ def register(sub: Any) -> None:
         type=_user_data,
         metavar="FILE",
         help="cloud-init user data for the VM (UTF-8 text; served by the metadata service)",
+    )
+    create.add_argument(
+        "--order", action="store_true",
+        help="place the VM through an order: billed at today's price, not a later one",
     )
     _add_wait_options(create, "running")
     create.set_defaults(func=_create)
@@ -167,8 +172,12 @@ def _create(args: argparse.Namespace) -> int:
         body["restart"] = args.restart
     if args.user_data is not None:
         body["user_data"] = args.user_data
+    if args.order:
+        body["order"] = True
     with open_gateway(args) as gateway:
         vm = gateway.post("/v1/vms", body)
+        if args.order:
+            note(args, agreed_price(gateway.get(path("v1", "orders", str(vm["order"])))))
         return _finish(args, gateway, vm, Target(args.until or args.target))
 
 

@@ -22,6 +22,7 @@ from ucloud.gateway import (
     routes_hosts,
     routes_images,
     routes_networks,
+    routes_orders,
     routes_users,
     routes_vms,
 )
@@ -43,6 +44,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         *routes_hosts.endpoints(gw),
         *routes_files.endpoints(gw),
         *routes_images.endpoints(gw),
+        *routes_orders.endpoints(gw),
     ]
 
 

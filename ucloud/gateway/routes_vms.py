@@ -3,8 +3,9 @@
 Create checks everything before it appends anything: name, sizes, image, networks, keys.
 It assigns the MACs (locally administered unicast, unique against ``idx/mac``), appends
 ``vm.requested`` expecting an empty aggregate, and answers once the projection shows the
-VM. Lifecycle intents decide on the VM's view after the projection has applied the VM's
-last event (``rules.check_vm``), and append with OCC on that event.
+VM. With ``order: true`` it appends the VM's ``order.placed`` first (``routes_orders``).
+Lifecycle intents decide on the VM's view after the projection has applied the VM's last
+event (``rules.check_vm``), and append with OCC on that event.
 
 A VM another user owns does not exist for you: every lookup answers 404 (admins see all).
 """
@@ -21,6 +22,7 @@ from ucloud.events.base import valid_token
 from ucloud.gateway import rules
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
+from ucloud.gateway.routes_orders import draft_order
 from ucloud.gateway.routes_users import own_keys
 from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
 from ucloud.gateway.sizes import parse_positive_size, parse_size
@@ -29,7 +31,7 @@ from ucloud.ids import new_id
 from ucloud.metadata.userdata import encode_user_data, userdata_key
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import VmView
-from ucloud.replay.audit import audit
+from ucloud.replay.audit import audit_vm
 
 MAX_CPU = 1024
 _RETRIES = 5
@@ -139,11 +141,18 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             user_data = encode_user_data(body.user_data, gw.config.metadata.max_user_data_bytes)
         macs = await assign_macs(len(networks))
         vm = new_id()
+        head = envelope(principal)
+        order = None
+        if body.order:  # priced before anything is written
+            order = draft_order(gw, head, vm=vm, spec=spec, image=image, nics=len(networks))
         if user_data is not None:  # before the VM exists, so that its first boot finds it
             await gw.store.put(userdata_key(gw.config.etcd.secrets_prefix, vm), user_data)
+        if order is not None:  # first: billing must know the agreed price before the VM
+            await gw.log.append(order, expected=0)
+            head = {**head, "id": new_id()}  # same request, caused by the order
         event = ev.VmRequested(
-            **envelope(principal), vm=vm, owner=principal.name, name=body.name, spec=spec,
-            image=image, keys=keys, restart=body.restart,
+            **head, vm=vm, owner=principal.name, name=body.name, spec=spec,
+            image=image, keys=keys, restart=body.restart, order=order.order if order else "",
             nics=tuple(ev.Nic(network=n, mac=m) for n, m in zip(networks, macs, strict=True)),
         )
         seq = await gw.log.append(event, expected=0)
@@ -215,9 +224,12 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         if entry is None or not call.principal.sees(entry.view.owner):
             entry = mirror.vms.named(call.principal.name, ident)
         vm = entry.view.id if entry is not None else ident
-        stored, _ = await gw.log.load("vm", vm) if valid_token(vm) else ([], 0)
-        lines = audit(((s.seq, s.event) for s in stored), vm=vm)
-        if not lines or not lines[0].owner or not call.principal.sees(lines[0].owner):
+        owner = None if call.principal.admin else call.principal.name
+        try:  # the audit of ``ucloud replay audit --vm``, with the same tenancy
+            lines = await audit_vm(gw.log, vm, owner=owner) if valid_token(vm) else []
+        except NotFound:
+            lines = []
+        if not lines:
             raise NotFound("id", f"no VM {ident}")
         return Answer(200, [
             AuditLine(

@@ -65,6 +65,33 @@ class VmCreate(Request, kw_only=True):
     restart: RestartPolicy = "always"
     # cloud-init user data (text): kept in etcd for the metadata service, never in an event
     user_data: str | None = None
+    # place the VM through an order: the price quoted now is the price billed
+    order: bool = False
+
+
+class QuoteRequest(Request, kw_only=True):
+    cpu: int
+    ram: Size
+    ssd: Size
+    hdd: Size = 0
+    image: str = ""  # image id or name (the owner's, or a public one); "" for none
+    networks: list[str] = msgspec.field(default_factory=list)  # one NIC each
+
+
+class QuoteLine(msgspec.Struct, kw_only=True):
+    item: str  # cpu, ram_gib, ssd_gib, hdd_gib, nic, image
+    quantity: str
+    unit_price: str  # per unit and running minute
+    per_minute: str
+
+
+class QuoteAnswer(msgspec.Struct, kw_only=True):
+    """A price: money as fixed-point decimal strings, per minute exact, per 30 days rounded."""
+
+    currency: str
+    per_minute: str
+    per_30_days: str
+    lines: list[QuoteLine]
 
 
 class VmMigrate(Request, kw_only=True):
