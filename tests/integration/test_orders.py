@@ -21,6 +21,7 @@ from ucloud.cli.main import main
 from ucloud.cli.replay_billing import BILLED_SUBJECTS
 from ucloud.config import Config
 from ucloud.ids import derive_id
+from ucloud.projections.rebuild import verify
 from ucloud.replay.billing import bill
 from ucloud.replay.prices import load_prices
 from ucloud.replay.reader import scan_events
@@ -191,6 +192,10 @@ async def test_an_ordered_vm_is_billed_at_the_agreed_price(
     replayed = {b["name"]: b for b in json.loads(out)["owners"][0]["vms"]}
     assert (replayed["web"]["order"], replayed["web"]["total"]) == (order_id, "0.31")
     assert replayed["db"]["total"] == "0.62"
+    # the orders in etcd are what a replay of the log makes of it
+    checkpoint, differences = await verify(gw.store, gw.log, gw.config.etcd.prefix,
+                                           max_txn_ops=gw.config.etcd.max_txn_ops)
+    assert checkpoint == await gw.last_seq() and differences == []
 
 
 async def test_creating_with_an_order_checks_first_and_appends_nothing_on_bad_input(
