@@ -60,6 +60,39 @@ sys.stdout.write(data.decode())
 """
 
 
+# Debian's cloud-init, its OpenStack datasource as a booting instance runs it, then the
+# key installation of its ssh module. Runs as PID 1 of its own PID namespace with Nova's
+# product_name in its environment (how the datasource recognises Nova-lxd), with /root on
+# a tmpfs of its own mount namespace; prints what it read and the authorized_keys it wrote.
+CLOUD_INIT = r"""
+import json, logging, sys
+from cloudinit import distros, helpers, ssh_util
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+from cloudinit.sources import DataSourceOpenStack as openstack
+work, url = sys.argv[1], sys.argv[2]
+sys_cfg = {"datasource_list": ["OpenStack"], "datasource": {"OpenStack": {
+    "metadata_urls": [url], "max_wait": 60, "timeout": 5, "retries": 3}}}
+paths = helpers.Paths({"cloud_dir": work, "run_dir": work})
+distro = distros.fetch("debian")("debian", {}, paths)
+source = openstack.DataSourceOpenStack(sys_cfg, distro, paths)
+if not source.get_data():
+    sys.exit("the OpenStack datasource found no metadata at " + url)
+keys = source.get_public_ssh_keys()
+ssh_util.setup_user_keys(set(keys), "root")
+with open("/root/.ssh/authorized_keys") as handle:
+    written = handle.read()
+print(json.dumps({
+    "instance_id": source.get_instance_id(),
+    "hostname": source.get_hostname().hostname,
+    "keys": keys,
+    "user_data": source.get_userdata_raw().decode(),
+    "network": source.network_config,
+    "authorized_keys": written,
+}))
+"""
+CLOUD_INIT_PACKAGE = Path("/usr/lib/python3/dist-packages/cloudinit")
+
+
 async def sh(*args: str, check: bool = True, timeout: float = 90) -> tuple[int, str, str]:
     """Run a command without blocking the loop (the services run in it)."""
     proc = await asyncio.create_subprocess_exec(
@@ -398,3 +431,46 @@ async def test_bad_user_data_is_refused_and_changes_nothing(cloud: Cloud) -> Non
     assert await gw.last_seq() == before
     secrets = await gw.store.get_prefix(f"{gw.config.etcd.secrets_prefix}userdata/")
     assert secrets == []
+
+
+async def test_stock_cloud_init_reads_our_openstack_endpoints(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    if not CLOUD_INIT_PACKAGE.is_dir():
+        reason = "Debian's cloud-init is not installed (scripts/setup --test installs it)"
+        if os.environ.get("UCLOUD_REQUIRE_CAPABILITIES") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    gw, fabric = cloud.gw, cloud.fabric
+    alice = await gw.new_user()
+    await gw.image(alice.name, "img")
+    await add_key(gw, alice, "laptop", ED25519)
+    lan = await network(gw, alice.name, fabric)
+    vm = await create_vm(gw, alice, "stock", lan, user_data=USER_DATA)
+    guest = await fabric.guest("c", vm["nics"][0]["mac"], tap_of(vm, fabric, lan))
+    await listening(cloud.service, fabric.bridge)
+    await fabric.address(guest)
+    script = tmp_path / "cloud_init_check.py"
+    script.write_text(CLOUD_INIT)
+    work = tmp_path / "cloud"
+    work.mkdir()
+    code, out, err = await sh(
+        "ip", "netns", "exec", guest, "unshare", "--mount", "--uts", "--pid", "--fork",
+        "--mount-proc", "sh", "-c",
+        'mount -t tmpfs -o mode=0700 ucloud-test /root && '
+        'exec env product_name="OpenStack Nova" /usr/bin/python3 "$@"', "-",
+        # cloud-init 22.4 drops URLs it cannot resolve, and it resolves the zone of a
+        # link-local address only unencoded ("%eth0", not RFC 6874's "%25eth0")
+        str(script), str(work), f"http://[{METADATA_ADDRESS}%eth0]",
+        check=False, timeout=120,
+    )
+    assert code == 0, err
+    seen = msgspec.json.decode(out.strip().splitlines()[-1])
+    assert seen["instance_id"] == vm["id"]
+    assert seen["hostname"] == "stock"
+    assert seen["keys"] == [ED25519]
+    assert seen["authorized_keys"].strip() == ED25519
+    assert seen["user_data"] == USER_DATA
+    physical = [c for c in seen["network"]["config"] if c["type"] == "physical"]
+    assert [c["mac_address"] for c in physical] == [vm["nics"][0]["mac"]]
+    assert physical[0]["subnets"][0]["type"] == "ipv6_slaac"
