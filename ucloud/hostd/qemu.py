@@ -106,6 +106,9 @@ class RuntimeDir:
             return None
 
 
+SMBIOS_PRODUCT = "OpenStack Nova"
+
+
 def qemu_argv(binary: str, launch: Launch) -> list[str]:
     """The command line that starts ``launch`` (pure)."""
     directory = Path(launch.directory)
@@ -114,6 +117,8 @@ def qemu_argv(binary: str, launch: Launch) -> list[str]:
         binary,
         "-name", f"guest={_escape(launch.vm)},debug-threads=on",
         "-uuid", launch.vm,
+        # stock cloud-init takes a VM for OpenStack by this name, then reads our metadata
+        "-smbios", f"type=1,manufacturer=ucloud,product={SMBIOS_PRODUCT}",
         "-machine", MACHINE,
         "-accel", launch.accel,
         "-cpu", launch.cpu_model,
