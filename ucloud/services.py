@@ -41,6 +41,7 @@ SERVICES: dict[str, str] = {
     "hostd": "ucloud.hostd.service:run",
     "scheduler": "ucloud.handlers.scheduler:run",
     "dispatcher": "ucloud.handlers.dispatcher:run",
+    "metadata": "ucloud.metadata.service:run",
 }
 
 
