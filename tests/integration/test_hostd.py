@@ -22,6 +22,7 @@ from tests.integration.hostd_harness import Cloud, built, import_image, running_
 from ucloud import events as ev
 from ucloud.config import Config
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
+from ucloud.hostd.service import run as run_hostd
 from ucloud.images.store import disks_dir
 from ucloud.images.tiny import UP_LINE
 
@@ -98,6 +99,45 @@ async def test_a_killed_qemu_is_reported_crashed_and_runs_again(cloud: Cloud, ti
     await cloud.act(vm, "delete")
     await cloud.wait_status(vm, "gone", timeout=60)
     assert qemu_pid(cloud, vm) is None
+
+
+@pytest.mark.timeout(120)
+async def test_only_the_owner_reads_a_console(cloud: Cloud, tiny: str) -> None:
+    vm = (await cloud.create("t4", "tiny"))["id"]
+    await cloud.wait_status(vm, "running", timeout=60)
+    mine = await cloud.console(vm, offset=-10)
+    assert mine["offset"] == max(0, mine["size"] - 10) and mine["next"] == mine["size"]
+    path = f"/v1/vms/{vm}/console"
+    other = await cloud.gw.new_user()
+    assert (await cloud.gw.client(other).get(path)).status_code == 404
+    admin = await cloud.gw.client(cloud.gw.admin).get(path)
+    assert admin.status_code == 403 and "owner" in admin.json()["error"]
+    bad = await cloud.client().get(path, params={"offset": "end"})
+    assert bad.status_code == 400 and bad.json()["field"] == "offset"
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)
+    assert (await cloud.client().get(path)).status_code == 404
+
+
+@pytest.mark.timeout(120)
+async def test_a_vm_killed_while_hostd_was_away_is_started_when_it_comes_back(
+    cloud: Cloud, tiny: str
+) -> None:
+    vm = (await cloud.create("t5", "tiny"))["id"]
+    await cloud.wait_status(vm, "running", timeout=60)
+    pid = qemu_pid(cloud, vm)
+    assert pid is not None
+    await cloud.stop("hostd")
+    assert qemu_pid(cloud, vm) == pid  # stopping hostd stops no VM
+    os.kill(pid, signal.SIGKILL)
+    assert await QemuProcess().wait_gone(RuntimeDir(cloud.runtime, vm), 10)
+    cloud.start("hostd", run_hostd)
+    crashed = await cloud.wait_status(vm, "crashed", timeout=30)
+    assert "not running when hostd started" in crashed["reason"]
+    await cloud.wait_status(vm, "running", timeout=60)
+    assert qemu_pid(cloud, vm) not in (None, pid)
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)
 
 
 @pytest.mark.timeout(120)
