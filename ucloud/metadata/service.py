@@ -161,7 +161,10 @@ class MetadataService:
         poll = self.config.metadata.bridge_poll_s
         while True:
             nets_version = self.mirror.nets.version
-            await self.reconcile()
+            try:
+                await self.reconcile()
+            except Exception as exc:  # noqa: BLE001 - netlink hiccups: keep what listens
+                log.warning("metadata: looking at the bridges failed: %s", exc)
             self.ready.set()
             deadline = self.clock() + poll
             while self.mirror.nets.version == nets_version:
