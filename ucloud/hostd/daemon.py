@@ -44,25 +44,20 @@ from ucloud.events import (
     Cause,
     Event,
     HostVmDelete,
-    HostVmPlaced,
     HostVmReleased,
     HostVmStart,
     HostVmStop,
-    ImageCreated,
-    ImageRequested,
-    NetCreated,
     VmCrashed,
     VmDeleted,
     VmStarted,
     VmStopped,
 )
 from ucloud.events.base import valid_token
-from ucloud.events.types import StoreKind
 from ucloud.handlers.runner import delivery
-from ucloud.hostd import rules
+from ucloud.hostd import lookup, rules
 from ucloud.hostd.accel import Accelerator
 from ucloud.hostd.machine import Machine, Want
-from ucloud.hostd.plumbing import NicPlan, Plumbing
+from ucloud.hostd.plumbing import Plumbing
 from ucloud.hostd.qemu import Launch, Qemu, RuntimeDir, StartSpec, TapNic, qemu_argv
 from ucloud.hostd.qmp import QmpSession
 from ucloud.ids import new_id
@@ -174,7 +169,10 @@ class Hostd:
             await machine.shutdown(0)
             await self._unplug(machine)
             spec = machine.spec or machine.runtime.read_spec()
-            kind = spec.store if spec is not None else await self._store_kind_or_fs(machine.vm)
+            if spec is not None:
+                kind = spec.store
+            else:
+                kind = await lookup.store_of_vm(self.log, machine.vm)
             await asyncio.to_thread(open_store(self.config, kind).delete_disks, machine.vm)
             await asyncio.to_thread(shutil.rmtree, machine.runtime.path, True)
         released = HostVmReleased(
@@ -195,7 +193,7 @@ class Hostd:
             await machine.resume()
             self._watch(machine)
             return
-        spec = await self._complete(spec)
+        spec = await lookup.with_store(self.log, spec)
         machine.runtime.check()
         machine.runtime.write_spec(spec)
         machine.spec = spec
@@ -205,7 +203,7 @@ class Hostd:
             disks.append(
                 await asyncio.to_thread(store.create_blank, spec.vm, "hdd", spec.spec.hdd_mib)
             )
-        plans = await self._nic_plans(spec)
+        plans = await lookup.nic_plans(self.log, spec)
         taps = await asyncio.to_thread(self.plumbing.attach, plans)
         launch = Launch(
             vm=spec.vm, directory=str(machine.runtime.path), cpu=spec.spec.cpu,
@@ -222,44 +220,12 @@ class Hostd:
         log.info("vm %s: QEMU (%s) running after %.2fs", spec.vm, launch.accel, qemu_s)
         self._watch(machine)
 
-    async def _complete(self, spec: StartSpec) -> StartSpec:
-        """The spec with its image's store, once the image is known to be made."""
-        stored, _ = await self.log.load("image", spec.image)
-        events = [s.event for s in stored]
-        request = next((e for e in events if isinstance(e, ImageRequested)), None)
-        if request is None or not any(isinstance(e, ImageCreated) for e in events):
-            raise InputError("image", f"image {spec.image} is not made (or gone)")
-        return msgspec.structs.replace(spec, store=request.store)
-
-    async def _store_kind_or_fs(self, vm: str) -> StoreKind:
-        stored, _ = await self.log.load("vm", vm)
-        facts = rules.fold(stored)
-        if facts.request is None:
-            return "fs"
-        images, _ = await self.log.load("image", facts.request.image)
-        request = next((s.event for s in images if isinstance(s.event, ImageRequested)), None)
-        return request.store if request is not None else "fs"
-
-    async def _nic_plans(self, spec: StartSpec) -> list[NicPlan]:
-        plans = []
-        for index, nic in enumerate(spec.nics):
-            stored, _ = await self.log.load("net", nic.network)
-            created = [s.event for s in stored if isinstance(s.event, NetCreated)]
-            if not created:
-                raise InputError(f"nics[{index}]", f"network {nic.network} is not created")
-            net = created[-1]
-            plans.append(NicPlan(
-                vm=spec.vm, index=index, network=nic.network, vni=net.vni, prefix=net.prefix,
-                ipam=net.ipam, mac=nic.mac,
-            ))  # fmt: skip
-        return plans
-
     async def _unplug(self, machine: Machine) -> None:
         spec = machine.spec or machine.runtime.read_spec()
         if spec is None or not spec.nics:
             return
         try:
-            plans = await self._nic_plans(spec)
+            plans = await lookup.nic_plans(self.log, spec)
         except InputError as exc:
             log.warning("vm %s: cannot name its taps (%s); left in place", machine.vm, exc)
             return
@@ -368,7 +334,7 @@ class Hostd:
         found = set()
         if self.root.is_dir():
             found = {p.name for p in self.root.iterdir() if p.is_dir() and valid_token(p.name)}
-        vms = found | await self._placed()
+        vms = found | await lookup.placed_vms(self.log, self.me)
         facts: dict[str, rules.VmFacts] = {}
         state: dict[str, tuple[rules.Desired, bool]] = {}
         for vm in sorted(vms):
@@ -392,7 +358,7 @@ class Hostd:
         self, action: rules.Action, facts: rules.VmFacts, want: rules.Desired
     ) -> None:
         machine = self.machine(action.vm)
-        spec = machine.runtime.read_spec() or _spec_of(facts)
+        spec = machine.runtime.read_spec() or lookup.spec_of(facts)
         machine.spec = spec
         if isinstance(action, rules.Adopt):
             machine.want = Want.RUN
@@ -426,16 +392,6 @@ class Hostd:
                     VmStopped(**self._fresh(), vm=action.vm, host=self.me, reason=reason)
                 )
 
-    async def _placed(self) -> set[str]:
-        stored, _ = await self.log.load("host", self.me)
-        placed: set[str] = set()
-        for item in stored:
-            if isinstance(item.event, HostVmPlaced):
-                placed.add(item.event.vm)
-            elif isinstance(item.event, HostVmReleased):
-                placed.discard(item.event.vm)
-        return placed
-
     async def close(self) -> None:
         """Let go of every VM (watchers, restarts, QMP sessions); QEMU processes run on."""
         for machine in list(self.machines.values()):
@@ -457,14 +413,3 @@ class Hostd:
         if delivery() > 1 and await self.log.find(event):
             return
         await self.log.append(event)
-
-
-def _spec_of(facts: rules.VmFacts) -> StartSpec | None:
-    request = facts.request
-    if request is None:
-        return None
-    return StartSpec(
-        vm=request.vm, owner=request.owner, name=request.name, spec=request.spec,
-        image=request.image, nics=request.nics, restart=request.restart,
-    )
-
