@@ -49,6 +49,7 @@ async def test_the_tiny_guest_through_its_whole_life(cloud: Cloud, tiny: str) ->
     vm = (await cloud.create("t1", "tiny"))["id"]
     running = await cloud.wait_status(vm, "running", timeout=60)
     assert running["host"] == cloud.host
+    assert cloud.hostd.timings[vm].qemu_s > 0  # launch to QMP's "running"
     pid = qemu_pid(cloud, vm)
     assert pid is not None
     disk = disks_dir(cloud.config) / vm
@@ -78,7 +79,6 @@ async def test_the_tiny_guest_through_its_whole_life(cloud: Cloud, tiny: str) ->
     host, _ = await cloud.gw.log.load("host", cloud.host)
     released = [s.event for s in host if isinstance(s.event, ev.HostVmReleased)]
     assert [r.vm for r in released] == [vm]
-    assert cloud.hostd.timings[vm].qemu_s > 0
 
 
 @pytest.mark.timeout(300)

@@ -182,6 +182,7 @@ class Hostd:
         deleted = VmDeleted(**self._answer(cause, "deleted"), vm=machine.vm, host=self.me)
         await self._append(deleted)
         self.machines.pop(machine.vm, None)
+        self.timings.pop(machine.vm, None)
         log.info("vm %s: deleted with its disks", machine.vm)
 
     # --- running QEMU -------------------------------------------------------------------
