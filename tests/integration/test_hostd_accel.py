@@ -17,7 +17,7 @@ import pytest
 from tests.integration.hostd_harness import built
 from ucloud.hostd.accel import probe_kvm
 
-pytestmark = [pytest.mark.qemu, pytest.mark.root]
+pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.mark.timeout(180)
