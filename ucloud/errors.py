@@ -10,6 +10,7 @@
     ├── DecodeError            bytes that are not a known event (bad JSON, unknown tag, types)
     ├── ServerError            an embedded server did not start or stop
     ├── ImageBuildError        a built-in guest image build step failed (step, command, output)
+    ├── NetworkError           the host's VM networking failed (a link, a sysctl, nftables, radvd)
     ├── VmError                a VM's QEMU or its monitor (QMP) failed (vm, step, reason)
     ├── ClientError            the CLI got no usable answer from the gateway
     │   ├── NotLoggedIn        no token (or the gateway rejected it): run `ucloud login`
@@ -82,6 +83,10 @@ class DecodeError(UcloudError):
 
 class ServerError(UcloudError):
     """An embedded server (nats-server, etcd) did not start, or died."""
+
+
+class NetworkError(UcloudError):
+    """A host's VM networking could not be set up or torn down; says which part and why."""
 
 
 class ImageBuildError(UcloudError):
