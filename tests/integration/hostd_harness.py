@@ -133,10 +133,10 @@ class Cloud:
     def client(self) -> httpx.AsyncClient:
         return self.gw.client(self.user)
 
-    def start(self, name: str, service: Any) -> None:
+    def start(self, name: str, service: Any, **extra: object) -> None:
         ctx = ServiceContext(
             config=self.config, log=self.gw.log, store=self.gw.store, name=name,
-            data_dir=Path(self.config.data_dir),
+            data_dir=Path(self.config.data_dir), extra=dict(extra),
         )
         self.contexts[name] = ctx
         self.tasks[name] = asyncio.create_task(service(ctx), name=f"test:{name}")

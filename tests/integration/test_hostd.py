@@ -21,6 +21,7 @@ import pytest
 from tests.integration.hostd_harness import Cloud, built, import_image, running_cloud
 from ucloud import events as ev
 from ucloud.config import Config
+from ucloud.hostd.plumbing import NoPlumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.images.store import disks_dir
@@ -189,3 +190,19 @@ async def test_debian_boots_to_a_login_prompt_on_its_console(
     assert "Debian GNU/Linux 12" in log
     await cloud.act("deb", "delete")
     await cloud.wait_status("deb", "gone", timeout=60)
+
+
+@pytest.mark.timeout(120)
+async def test_a_vm_with_a_nic_on_a_host_without_networking_does_not_start_without_it(
+    config: Config, tmp_path: Path
+) -> None:
+    async with running_cloud(config, tmp_path, hostd=False) as cloud:
+        cloud.start("hostd", run_hostd, plumbing=NoPlumbing())
+        await import_image(cloud, await asyncio.to_thread(built, "tiny"), "tiny")
+        net = await cloud.gw.network(cloud.user.name, "lan")
+        vm = (await cloud.create("t6", "tiny", networks=[net]))["id"]
+        crashed = await cloud.wait_status(vm, "crashed", timeout=60)
+        assert "no VM networking" in crashed["reason"], crashed
+        assert qemu_pid(cloud, vm) is None
+        await cloud.act(vm, "delete")
+        await cloud.wait_status(vm, "gone", timeout=60)

@@ -5,7 +5,8 @@ or changed), serves the VMs' serial consoles to the gateway (``console.py``), re
 to the VMs already running here and makes the host match the log (``Hostd.reconcile``),
 then consumes ``host.<id>.>`` (durable ``hostd-<id>``) to start, stop and delete VMs.
 Stopping the service lets go of the VMs without stopping them; ``ctx.extra["hostd"]``
-is the ``Hostd``, for tests and benchmarks.
+is the ``Hostd``, for tests and benchmarks, and ``ctx.extra["plumbing"]`` may hold a
+``NoPlumbing`` to run without VM networking whatever the host offers.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ async def run(ctx: ServiceContext) -> None:
     # Alive before registered, so that no monitor sees a registered host without its key.
     await lease.acquire()
     await register(ctx.log, host, ctx.data_dir)
+    given = ctx.extra.get("plumbing")  # whoever runs the service may bring its own
+    plumbing = given if isinstance(given, NoPlumbing) else plumbing_for(config)
     hostd = Hostd(
-        config, ctx.log, plumbing=plumbing_for(config), qemu=QemuProcess(),
-        accel=accelerator(config),
+        config, ctx.log, plumbing=plumbing, qemu=QemuProcess(), accel=accelerator(config),
     )
     ctx.extra["hostd"] = hostd
     try:
