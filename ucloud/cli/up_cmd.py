@@ -158,6 +158,7 @@ def with_servers(base: Config, data_dir: Path, nats_url: str, endpoints: list[st
     raw["data_dir"] = str(data_dir)
     raw["nats"]["url"] = nats_url
     raw["etcd"]["endpoints"] = endpoints
+    raw["host"]["router"] = True  # the only host routes the VM networks
     return config_mod.decode(raw)
 
 

@@ -321,7 +321,8 @@ class LinuxPlumbing:
         kernel.ipr.link("set", index=index, master=bridge, mtu=self.settings.mtu, state="up")
 
     def _segments(self, kernel: _Kernel) -> list[int]:
-        """The VNIs of the segments on this host (a ``br<n>`` bridge with ``vxlan<n>`` on it)."""
+        """The VNIs of this host's segments: a ``br<n>`` bridge with ``vxlan<n>`` on it and the
+        MAC this host gives it (another bridge of that name is not ours to touch)."""
         links = kernel.links()
         by_index = {int(m["index"]): m for m in links}
         found = []
@@ -331,8 +332,9 @@ class LinuxPlumbing:
                 continue
             ports = {str(m.get("ifname")) for m in by_index.values()
                      if m.get("master") == link["index"]}
-            if vxlan_name(int(match[1])) in ports:
-                found.append(int(match[1]))
+            vni = int(match[1])
+            if vxlan_name(vni) in ports and link.get("address") == bridge_mac(self.host.id, vni):
+                found.append(vni)
         return sorted(found)
 
     def _prune(self, kernel: _Kernel, vni: int) -> None:

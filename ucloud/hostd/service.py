@@ -4,6 +4,7 @@ It takes the host's liveness lease, registers the host (``host.<id>.registered``
 or changed), serves the VMs' serial consoles to the gateway (``console.py``), reattaches
 to the VMs already running here and makes the host match the log (``Hostd.reconcile``),
 then consumes ``host.<id>.>`` (durable ``hostd-<id>``) to start, stop and delete VMs.
+A router host (``host.router``) also routes the VM networks (``LinuxPlumbing.run_router``).
 Stopping the service lets go of the VMs without stopping them; ``ctx.extra["hostd"]``
 is the ``Hostd``, for tests and benchmarks, and ``ctx.extra["plumbing"]`` may hold a
 ``NoPlumbing`` to run without VM networking whatever the host offers.
@@ -82,6 +83,9 @@ async def run(ctx: ServiceContext) -> None:
                 ),
                 name="hostd:consoles",
             )
+            router = getattr(plumbing, "run_router", None)
+            if host.router and router is not None:  # this host routes the VM networks
+                group.create_task(router(ctx.store, config.etcd.prefix), name="hostd:router")
             await hostd.reconcile()
             group.create_task(
                 run_consumer(
