@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from tests.integration.gateway_harness import Running, User, gateway_config, running_gateway, system
 from ucloud import events as ev
+from ucloud.cli.main import main
 from ucloud.config import Config, ConsumerConfig, NetworkConfig
 from ucloud.eventlog import EventLog
 from ucloud.handlers import netalloc
@@ -255,3 +257,37 @@ async def test_networks_of_others_do_not_exist(gw: Running) -> None:
     owners = [n["owner"] for n in (await gw.client(gw.admin).get("/v1/networks")).json()]
     assert owners == ["alice", "bob"]
     assert (await gw.client().get("/v1/networks")).status_code == 401
+
+
+async def test_the_net_verbs_of_the_cli(
+    gw: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    alice = await gw.new_user("alice")
+    monkeypatch.setenv("UCLOUD_CONFIG_DIR", str(tmp_path / "cli"))
+    monkeypatch.setenv("UCLOUD_URL", gw.url)
+    monkeypatch.setenv("UCLOUD_TOKEN", alice.token)
+
+    async def ucloud(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = await ucloud("net", "create", "lan", "--ipam", "auto", "--wait", "-o", "json")
+    assert code == 0
+    lan = json.loads(out)
+    assert lan["status"] == "created" and lan["vni"] == 100 and lan["ipam"] == "auto"
+    code, out, _ = await ucloud("net", "list")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["ID", "NAME", "OWNER", "STATUS", "IPAM", "VNI", "PREFIX"]
+    assert out.splitlines()[1].split()[1:] == ["lan", "alice", "created", "auto", "100",
+                                               "fd00:aa:bb::/64"]
+    code, out, _ = await ucloud("net", "show", "lan")
+    assert code == 0 and "prefix:   fd00:aa:bb::/64" in out
+    code, _, err = await ucloud("net", "create", "lan")
+    assert code == 1 and "name: you already have a network named lan" in err
+    code, out, _ = await ucloud("net", "delete", "lan", "--wait")
+    assert code == 0 and "lan: deleting -> gone" in out
+    code, _, err = await ucloud("net", "show", "lan")
+    assert code == 1 and "no network lan" in err

@@ -23,6 +23,7 @@ _GROUPS = (
     "ucloud.cli.user_cmd",
     "ucloud.cli.key_cmd",
     "ucloud.cli.vm_cmd",
+    "ucloud.cli.net_cmd",
     "ucloud.cli.order_cmd",
     "ucloud.cli.host_cmd",
     "ucloud.cli.up_cmd",
