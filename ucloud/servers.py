@@ -65,6 +65,11 @@ def _port_is_free(host: str, port: int) -> bool:
         return False
 
 
+def _bracketed(host: str) -> str:
+    """An IPv6 host in brackets, as ``host:port`` needs it."""
+    return f"[{host}]" if ":" in host else host
+
+
 class _Child:
     """A supervised server process with its log file."""
 
@@ -138,7 +143,7 @@ class EmbeddedNats(_Child):
         ports_dir.mkdir()
         conf = self.directory / "nats.conf"
         conf.write_text(
-            f'listen: "{self.host}:{self.port}"\n'
+            f'listen: "{_bracketed(self.host)}:{self.port}"\n'
             f'ports_file_dir: "{ports_dir}"\n'
             f'jetstream {{ store_dir: "{self.directory / "jetstream"}" }}\n'
             "max_payload: 8MB\n"
