@@ -2,26 +2,31 @@
 
 The ``tiny`` guest goes the whole way (create, running, its serial line in the console
 log, stop by ACPI, start, delete with its disk); a QEMU killed with SIGKILL is reported
-crashed and runs again; a VM whose start cannot work says why; ``debian-12`` created
-with the real CLI boots to a login prompt that ``ucloud vm console-log`` shows.
+crashed and runs again, also when hostd was away meanwhile; a VM whose start cannot work
+says why; a NIC is a tap on its network's bridge (and a host without networking refuses
+it); consoles are their owner's; ``debian-12`` created with the real CLI boots to a login
+prompt that ``ucloud vm console-log`` shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.hostd_harness import Cloud, built, import_image, running_cloud
 from ucloud import events as ev
 from ucloud.config import Config
-from ucloud.hostd.plumbing import NoPlumbing
+from ucloud.hostd.plumbing import NicPlan, NoPlumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.images.store import disks_dir
@@ -206,3 +211,36 @@ async def test_a_vm_with_a_nic_on_a_host_without_networking_does_not_start_witho
         assert qemu_pid(cloud, vm) is None
         await cloud.act(vm, "delete")
         await cloud.wait_status(vm, "gone", timeout=60)
+
+
+def link(name: str) -> dict[str, Any] | None:
+    shown = subprocess.run(["ip", "-j", "link", "show", name], capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    found: list[dict[str, Any]] = json.loads(shown.stdout)
+    return found[0]
+
+
+@pytest.mark.timeout(120)
+async def test_a_nic_is_a_tap_on_its_networks_bridge_and_goes_with_the_vm(
+    cloud: Cloud, tiny: str
+) -> None:
+    if isinstance(cloud.hostd.plumbing, NoPlumbing):
+        pytest.fail("this host offers no VM networking (root and /dev/net/tun are needed)")
+    net = await cloud.gw.network(cloud.user.name, "lan")
+    vm = (await cloud.create("t7", "tiny", networks=[net]))["id"]
+    view = await cloud.wait_status(vm, "running", timeout=60)
+    mac = view["nics"][0]["mac"]
+    stored, _ = await cloud.gw.log.load("net", net)
+    vni = next(s.event.vni for s in stored if isinstance(s.event, ev.NetCreated))
+    tap = NicPlan(vm=vm, index=0, network=net, vni=vni, prefix="", ipam="none", mac=mac).tap
+    found = link(tap)
+    assert found is not None and found.get("master") == f"br{vni}", found
+    assert "LOWER_UP" in found["flags"]  # QEMU holds it open
+    session = cloud.hostd.machines[vm].session
+    assert session is not None
+    filters = await session.execute("query-rx-filter")
+    assert [f["main-mac"] for f in filters] == [mac]  # the guest's NIC has the VM's MAC
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)
+    assert link(tap) is None and link(f"br{vni}") is None
