@@ -149,7 +149,7 @@ class Hostd:
             try:
                 await self._run(machine, spec, began)
             except UcloudError as exc:
-                await self._start_failed(machine, exc, self._answer(cause, "started"))
+                await self._start_failed(machine, exc, self._answer(cause, "start_failed"))
                 return
         await self._append(VmStarted(**self._answer(cause, "started"), vm=machine.vm, host=self.me))
 
