@@ -68,7 +68,11 @@ class Store:
 
     @classmethod
     async def connect(cls, endpoints: Sequence[str]) -> Store:
-        client = Etcd3Client([_endpoint(e) for e in endpoints])
+        named = [_endpoint(e) for e in endpoints]
+        client = Etcd3Client(named)
+        target = grpc_target(named)
+        if target:  # etcd3aio names every endpoint ipv4:..., which gRPC refuses for IPv6
+            client._manager.target = target
         try:
             await client.connect()
         except (EtcdError, grpc.aio.AioRpcError) as exc:
@@ -193,6 +197,16 @@ def _request(op: Op) -> Any:
         return KVService.txn_op_delete(op.key)
     start = op.prefix.encode()
     return KVService.txn_op_delete(start, range_end=prefix_range_end(start))
+
+
+def grpc_target(endpoints: Sequence[str]) -> str:
+    """The gRPC target of IPv6 endpoints (``[2001:db8::20]:2379``); "" for IPv4 ones."""
+    literal = [e.startswith("[") for e in endpoints]
+    if not any(literal):
+        return ""
+    if not all(literal):
+        raise StoreError(f"etcd endpoints mix IPv6 and other addresses: {', '.join(endpoints)}")
+    return "ipv6:" + ",".join(endpoints)
 
 
 def _endpoint(value: str) -> str:
