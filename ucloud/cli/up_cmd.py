@@ -24,7 +24,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import signal
 import time
 import urllib.parse
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import tomli_w
 
 from ucloud import config as config_mod
 from ucloud.cli.common import UP_FILE, UpInfo, default_data_dir, write_up
@@ -283,69 +283,13 @@ _HEADER = """\
 
 
 def render_settings(settings: Mapping[str, Any]) -> str:
-    lines = [_HEADER.rstrip("\n")]
-    _table(lines, [], settings, array=False)
-    return "\n".join(lines) + "\n"
+    """The settings as a TOML file with the explanatory header (keys with None left out)."""
+    return _HEADER + "\n" + tomli_w.dumps(_without_none(settings))
 
 
-def _table(lines: list[str], path: list[str], table: Mapping[str, Any], *, array: bool) -> None:
-    def is_tables(value: Any) -> bool:
-        return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-    if path:
-        name = ".".join(_key(p) for p in path)
-        lines += ["", f"[[{name}]]" if array else f"[{name}]"]
-    for key, value in table.items():
-        if value is not None and not isinstance(value, dict) and not is_tables(value):
-            lines.append(f"{_key(key)} = {_toml_value(value)}")
-    for key, value in table.items():
-        if isinstance(value, dict):
-            _table(lines, [*path, key], value, array=False)
-        elif is_tables(value):
-            for item in value:
-                _table(lines, [*path, key], item, array=True)
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
-            "\r": "\\r"}
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: quotes, backslashes and control characters escaped."""
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value:
-            return "nan"
-        if value in (float("inf"), float("-inf")):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
+def _without_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    if isinstance(value, dict):
-        items = (f"{_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
-        return "{" + ", ".join(items) + "}"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
+        return [_without_none(v) for v in value if v is not None]
+    return value
