@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.multihost import Namespace, Namespaces, guest, namespaces, ping, wait_until
+from tests.multihost import (
+    Namespace,
+    Namespaces,
+    guest,
+    namespaces,
+    ping,
+    send_router_advert,
+    wait_until,
+)
 from ucloud.config import Config, HostConfig, NetworkConfig
 from ucloud.hostd.network import LinuxPlumbing, Routed, bridge_mac, router_address
 from ucloud.hostd.plumbing import NicPlan
@@ -176,23 +182,6 @@ def test_the_router_holds_the_prefix_and_advertises_it(
 # --- anti-spoofing ----------------------------------------------------------------------
 
 
-def _router_advert(prefix: str) -> bytes:
-    """An RA (ICMPv6 134) with a prefix information option for SLAAC."""
-    network = ipaddress.IPv6Network(prefix)
-    head = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
-    option = struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0)
-    return head + option + network.network_address.packed
-
-
-def _send_advert(prefix: str) -> None:
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-        sock.sendto(_router_advert(prefix), ("ff02::1", 0, 0, socket.if_nametoindex("eth0")))
-    finally:
-        sock.close()
-
-
 def test_a_spoofing_guest_is_dropped_and_a_legit_one_passes(
     made: Namespaces, plumbing: tuple[Namespace, LinuxPlumbing]
 ) -> None:
@@ -221,7 +210,7 @@ def test_a_spoofing_guest_is_dropped_and_a_legit_one_passes(
     assert ping(g1, a2, source=a1, tries=3)
 
     # a rogue router advert: g2 (taking adverts) configures nothing from it ...
-    g1.call(_send_advert, "fd66:6:6:6::/64")
+    g1.call(send_router_advert, "fd66:6:6:6::/64")
     # ... while one from a port without rules reaches it (the setup does carry adverts)
     rogue = made.add("g3")
     host.sh("ip", "link", "add", "plain3", "type", "veth", "peer", "name", "eth0", "netns",
@@ -229,7 +218,7 @@ def test_a_spoofing_guest_is_dropped_and_a_legit_one_passes(
     host.sh("ip", "link", "set", "plain3", "master", f"br{LAN}", "up")
     rogue.sh("ip", "link", "set", "eth0", "up")
     wait_until(lambda: bool(rogue.addresses("eth0", "link")), 10, "the plain port's link-local")
-    rogue.call(_send_advert, "fd77:7:7:7::/64")
+    rogue.call(send_router_advert, "fd77:7:7:7::/64")
     wait_until(lambda: any(a.startswith("fd77:") for a in g2.addresses("eth0")), 10,
                "SLAAC from the advert of the plain port")
     assert not any(a.startswith("fd66:") for a in g2.addresses("eth0"))
