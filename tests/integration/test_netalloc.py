@@ -23,6 +23,7 @@ from ucloud import events as ev
 from ucloud.cli.main import main
 from ucloud.config import Config, ConsumerConfig, NetworkConfig
 from ucloud.eventlog import EventLog
+from ucloud.gateway import routes_vms
 from ucloud.handlers import netalloc
 from ucloud.handlers.ipam import Pools, fold_pools
 from ucloud.handlers.netalloc import NetAlloc, limits_of
@@ -291,3 +292,20 @@ async def test_the_net_verbs_of_the_cli(
     assert code == 0 and "lan: deleting -> gone" in out
     code, _, err = await ucloud("net", "show", "lan")
     assert code == 1 and "no network lan" in err
+
+
+async def test_two_requests_picking_one_mac_at_once_get_different_ones(
+    gw: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await gw.new_user("alice")
+    client = gw.client(alice)
+    await gw.image("alice", "debian")
+    await created(gw, alice, (await client.post("/v1/networks", json={"name": "lan"})).json()["id"])
+    picks = iter(["02:00:00:00:00:01", "02:00:00:00:00:01", "02:00:00:00:00:02"])
+    monkeypatch.setattr(routes_vms, "new_mac", lambda: next(picks))
+    answers = await asyncio.gather(*(client.post("/v1/vms", json={
+        "name": name, "cpu": 1, "ram": 1, "ssd": 1, "image": "debian", "networks": ["lan"]})
+        for name in ("a", "b")))
+    assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+    macs = sorted(a.json()["nics"][0]["mac"] for a in answers)
+    assert macs == ["02:00:00:00:00:01", "02:00:00:00:00:02"]

@@ -32,10 +32,12 @@ from ucloud.metadata.userdata import encode_user_data, userdata_key
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import VmView
 from ucloud.replay.audit import audit_vm
+from ucloud.store import Guard, Put
 
 MAX_CPU = 1024
 _RETRIES = 5
 _MAC_TRIES = 16
+_MAC_CLAIM_S = 120  # a claimed MAC stays reserved this long: well past read_your_writes_s
 _LISTINGS = 1024
 
 
@@ -108,11 +110,18 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         return tuple(found)
 
     async def assign_macs(count: int) -> list[str]:
+        """MACs no VM has and no other request holds: each is claimed in one etcd
+        transaction guarded by its absence from ``idx/mac`` and from the claims (a leased
+        ``claim/mac/<mac>`` that outlives the wait for the projection)."""
         macs: list[str] = []
+        lease = await gw.store.grant(_MAC_CLAIM_S) if count else 0
         for _ in range(count):
             for _ in range(_MAC_TRIES):
                 mac = new_mac()
-                if mac not in macs and await gw.store.get(gw.key(f"idx/mac/{mac}")) is None:
+                claim, held = gw.key(f"claim/mac/{mac}"), gw.key(f"idx/mac/{mac}")
+                if mac not in macs and await gw.store.commit(
+                    [Put(claim, b"", lease)], [Guard(claim, None), Guard(held, None)]
+                ):
                     macs.append(mac)
                     break
             else:
