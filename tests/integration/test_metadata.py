@@ -27,6 +27,7 @@ from tests.integration.gateway_harness import Running, User, gateway_config, run
 from tests.unit.test_gateway_sshkeys import ED25519, P256, RSA
 from ucloud import events as ev
 from ucloud.config import Config
+from ucloud.hostd import antispoof
 from ucloud.hostd.plumbing import NicPlan
 from ucloud.ids import new_id
 from ucloud.init import ucloud_init
@@ -41,14 +42,14 @@ pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 PROGRAM = Path(ucloud_init.__file__)
 USER_DATA = "#cloud-config\nruncmd:\n  - echo hello from user data\n"
-# A raw HTTP GET from inside a guest: address, path, [interface for the zone], [source].
+# A raw HTTP GET from inside a guest: address, path, interface for the zone (or ""),
+# source address (or ""), timeout in seconds.
 FETCH = r"""
 import socket, sys
-address, path = sys.argv[1], sys.argv[2]
-zone = socket.if_nametoindex(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else 0
-source = sys.argv[4] if len(sys.argv) > 4 else ""
+address, path, zone, source, timeout = sys.argv[1:6]
+zone = socket.if_nametoindex(zone) if zone else 0
 s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.settimeout(10)
+s.settimeout(float(timeout))
 if source:
     s.bind((source, 0, 0, zone))
 s.connect((address, 80, 0, zone))
@@ -123,6 +124,7 @@ class Fabric:
         self.namespaces: list[str] = []
         self.links: list[str] = []
         self.radvd: asyncio.subprocess.Process | None = None
+        self.guarded: list[str] = []
 
     async def create(self) -> None:
         await sh("ip", "link", "add", self.bridge, "type", "bridge")
@@ -151,12 +153,21 @@ class Fabric:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
 
-    async def guest(self, name: str, mac: str, tap: str) -> str:
-        """A namespace whose eth0 has ``mac``; its bridge port is named ``tap``."""
+    async def guest(self, name: str, mac: str, tap: str, guard: NicPlan | None = None) -> str:
+        """A namespace whose eth0 has ``mac``; its bridge port is named ``tap``.
+
+        With ``guard``, the port gets hostd's anti-spoofing rules for that NIC before it
+        joins the bridge, as a VM's tap does.
+        """
         namespace = f"um{name}{self.tag}"
         await self._namespace(namespace)
         await sh("ip", "netns", "exec", namespace, "sysctl", "-qw",
                  "net.ipv6.conf.default.use_tempaddr=0")
+        if guard is not None:
+            assert guard.tap == tap
+            self.guarded.append(tap)
+            script = antispoof.attach_script([antispoof.port_of(guard)])
+            await asyncio.to_thread(antispoof.apply, script)
         await self._plug(namespace, tap, "eth0", mac)
         return namespace
 
@@ -189,6 +200,9 @@ class Fabric:
             await sh("ip", "netns", "del", namespace, check=False)
         for link in reversed(self.links):
             await sh("ip", "link", "del", link, check=False)
+        if self.guarded:
+            script = antispoof.detach_script(self.guarded)
+            await asyncio.to_thread(antispoof.apply, script)
 
     async def _namespace(self, namespace: str) -> None:
         await sh("ip", "netns", "add", namespace)
@@ -218,9 +232,9 @@ async def init_in(namespace: str, root: Path, *args: str) -> tuple[int, str]:
 
 
 async def fetch(namespace: str, address: str, path: str, zone: str = "eth0",
-                source: str = "") -> tuple[int, str]:
-    """Status and body of ``GET path`` from inside a guest."""
-    args = [address, path, zone] + ([source] if source else [])
+                source: str = "", timeout: float = 10) -> tuple[int, str]:
+    """Status and body of ``GET path`` from inside a guest; (0, error) without an answer."""
+    args = [address, path, zone, source, str(timeout)]
     code, out, err = await sh(
         "ip", "netns", "exec", namespace, sys.executable, "-I", "-c", FETCH, *args,
         check=False, timeout=30,
@@ -303,10 +317,14 @@ async def create_vm(gw: Running, user: User, name: str, net: str, **body: Any) -
     return vm
 
 
-def tap_of(vm: dict[str, Any], fabric: Fabric, net: str) -> str:
-    nic = vm["nics"][0]
+def plan_of(vm: dict[str, Any], fabric: Fabric, net: str) -> NicPlan:
+    """What hostd hands the plumbing for the VM's first NIC."""
     return NicPlan(vm=vm["id"], index=0, network=net, vni=fabric.vni, prefix=fabric.prefix,
-                   ipam="auto", mac=nic["mac"]).tap
+                   ipam="auto", mac=vm["nics"][0]["mac"])
+
+
+def tap_of(vm: dict[str, Any], fabric: Fabric, net: str) -> str:
+    return plan_of(vm, fabric, net).tap
 
 
 async def listening(service: MetadataService, bridge: str, timeout: float = 10) -> None:
@@ -391,6 +409,61 @@ async def test_ucloud_init_in_a_guest_gets_exactly_its_vms_keys(
         for r in caplog.records
     )
     assert cloud.service.refused >= 1
+
+
+async def test_forged_source_addresses_and_wrong_bridges_are_refused(
+    cloud: Cloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw, fabric = cloud.gw, cloud.fabric
+    alice, mallory = await gw.new_user(), await gw.new_user()
+    await gw.image(alice.name, "img")
+    await add_key(gw, alice, "laptop", ED25519)
+    await add_key(gw, alice, "shared", RSA)
+    lan = await network(gw, alice.name, fabric)
+    web = await create_vm(gw, alice, "web", lan, keys=["laptop"])
+    # another VM on the same bridge (one whose root someone else may have)
+    evil = await create_vm(gw, alice, "evil", lan, keys=["shared"])
+    mac = web["nics"][0]["mac"]
+    victim = await fabric.guest("v", mac, tap_of(web, fabric, lan), guard=plan_of(web, fabric, lan))
+    forger = await fabric.guest(
+        "f", evil["nics"][0]["mac"], tap_of(evil, fabric, lan), guard=plan_of(evil, fabric, lan)
+    )
+    await listening(cloud.service, fabric.bridge)
+    await fabric.address(victim)
+    await fabric.address(forger)
+    assert (await fetch(forger, METADATA_ADDRESS, "/ssh-keys")) == (200, f"{RSA}\n")
+
+    # the forger takes the victim's link-local address: its packets never get through
+    await sh("ip", "-n", forger, "addr", "add", f"{link_local(mac)}/64", "dev", "eth0", "nodad")
+    status, _ = await fetch(forger, METADATA_ADDRESS, "/ssh-keys", source=link_local(mac),
+                            timeout=3)
+    assert status == 0
+    # ... nor with the victim's MAC too
+    await sh("ip", "-n", forger, "link", "set", "eth0", "address", mac)
+    status, _ = await fetch(forger, METADATA_ADDRESS, "/ssh-keys", source=link_local(mac),
+                            timeout=3)
+    assert status == 0
+    assert (await fetch(victim, METADATA_ADDRESS, "/ssh-keys")) == (200, f"{ED25519}\n")
+
+    # the victim's MAC and address on another network's bridge: refused by the service
+    other = Fabric(fabric.vni + 1 if fabric.vni < 0xFFFFFF else fabric.vni - 1,
+                   f"{ipaddress.IPv6Network(fabric.prefix).network_address + (1 << 64)}/64",
+                   tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    try:
+        await other.create()
+        await network(gw, mallory.name, other)
+        caplog.set_level(logging.WARNING, logger="ucloud.metadata.service")
+        elsewhere = await other.guest("w", mac, f"umw{other.tag}")
+        await listening(cloud.service, other.bridge)
+        await fabric.address(elsewhere)
+        assert (await fetch(elsewhere, METADATA_ADDRESS, "/ssh-keys"))[0] == 403
+        assert any(
+            f"arrived on br{other.vni}, but that NIC is on br{fabric.vni}" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        await other.close()
 
 
 async def test_user_data_goes_when_the_vm_is_deleted(cloud: Cloud) -> None:
