@@ -37,11 +37,12 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -103,6 +104,17 @@ def routed_of(views: Iterable[NetView]) -> list[Routed]:
         if v.status == "created" and v.ipam in ROUTED_IPAM and v.prefix and v.vni
     }
     return [nets[vni] for vni in sorted(nets)]
+
+
+def _net_views(prefix: str, items: Iterable[tuple[str, bytes]]) -> Iterator[NetView]:
+    for key, value in items:
+        try:
+            view = decode_value(key[len(prefix) :], value)
+        except msgspec.MsgspecError:
+            log.warning("router: %s does not decode; skipped", key)
+            continue
+        if isinstance(view, NetView):
+            yield view
 
 
 def forwarding(sysctl: Path = Path("/proc/sys/net/ipv6/conf/all/forwarding")) -> bool:
@@ -221,9 +233,11 @@ class LinuxPlumbing:
 
         async def watch() -> None:
             while True:
-                with contextlib.suppress(UcloudError, OSError):
+                try:
                     async for _ in store.watch_prefix(prefix + "net/"):
                         changed.set()
+                except Exception as exc:  # noqa: BLE001 - the ticks go on; watch again
+                    log.warning("router: watching the networks failed (%s)", exc)
                 await asyncio.sleep(tick_s)
 
         watcher = asyncio.create_task(watch(), name="router:watch")
@@ -232,11 +246,9 @@ class LinuxPlumbing:
                 changed.clear()
                 try:
                     items = await store.get_prefix(prefix + "net/")
-                    views = [decode_value(k[len(prefix) :], v) for k, v in items]
-                    nets = routed_of(v for v in views if isinstance(v, NetView))
-                    await asyncio.to_thread(self.route, nets)
-                except UcloudError as exc:
-                    log.error("router: %s", exc)
+                    await asyncio.to_thread(self.route, routed_of(_net_views(prefix, items)))
+                except Exception as exc:  # noqa: BLE001 - VMs keep running; try next tick
+                    log.error("router: %s", exc, exc_info=not isinstance(exc, UcloudError))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(tick_s):
                         await changed.wait()
