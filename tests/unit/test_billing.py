@@ -200,6 +200,21 @@ def test_charges_are_rounded_per_line_and_summed_per_owner_and_invoice() -> None
     assert invoice.totals == {"CHF": Decimal("4.11")}
 
 
+def test_a_licensed_image_is_priced_by_the_name_its_id_was_requested_with() -> None:
+    image = "01a1fcf0-0000-7000-8000-00000000000a"  # what VmRequested.image holds: an id
+    named = ev.ImageRequested(**envelope("image", at(-5000), "bob"), image=image, owner="bob",
+                              name="windows", file="f1", public=True)
+    events = [named, requested("v1", "alice", at(0), image=image),
+              requested("v2", "alice", at(0), image="01a1fcf0-0000-7000-8000-00000000000b"),
+              *lifecycle("v1", ("started", at(0))), *lifecycle("v2", ("started", at(0)))]
+    invoice = bill(events, PRICES, start=at(0), end=at(100), now=NOW)
+    v1, v2 = invoice.owners[0].vms
+    assert [(c.item, c.amount) for c in v1.charges if c.item == "image"] == [
+        ("image", Decimal("0.30"))]  # 100 minutes at 0.003
+    assert "image" not in [c.item for c in v2.charges]  # an image nobody named: no licence
+    assert v1.total - v2.total == Decimal("0.30")
+
+
 def test_an_order_fixes_the_price_and_currency() -> None:
     order = OrderPlaced(
         **envelope("order/o1", at(-2), "alice"), order="o1", owner="alice", vm="v1", spec=SPEC,

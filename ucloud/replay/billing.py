@@ -12,8 +12,12 @@ Theory of operation:
   and restarts within a minute is not billed a minute per restart.
 - A VM is priced at the lines of its order (``VmRequested.order`` names an
   ``order.placed``) and otherwise at the price table's lines for its spec, NICs and
-  image. A charge is ``minutes x quantity x unit price`` rounded half up to the table's
-  decimals; totals are sums of rounded charges, per currency.
+  image. The table names licensed images by name, ``VmRequested.image`` is an image id:
+  the fold learns each id's name from its ``image.requested`` (a replay reads the log
+  from sequence 1, so images requested long before the window are named too; an id
+  with no ``image.requested`` is looked up as it is). A charge is ``minutes x quantity x
+  unit price`` rounded half up to the table's decimals; totals are sums of rounded
+  charges, per currency.
 - Pure: events in, invoice out. No clock (``now`` is passed in), no I/O, and it never
   appends anything. The fold keeps one small record per VM.
 - ``host.down`` ends nothing: VMs outlive hostd, so a VM on a host that went down runs,
@@ -22,7 +26,7 @@ Theory of operation:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +36,7 @@ import msgspec
 from ucloud.errors import InputError
 from ucloud.events import (
     Event,
+    ImageRequested,
     Resources,
     VmCrashed,
     VmDeleted,
@@ -54,6 +59,7 @@ BILLED_TAGS: tuple[str, ...] = (
     "vm.evacuated",
     "vm.deleted",
     "order.placed",
+    "image.requested",
 )
 _MINUTE_US = 60_000_000
 _MICROSECOND = timedelta(microseconds=1)
@@ -133,6 +139,7 @@ class UsageFold:
         self.owner = owner
         self.vms: dict[str, _Vm] = {}
         self.orders: dict[str, OrderPlaced] = {}
+        self.images: dict[str, str] = {}  # image id -> name
         self._apply: dict[type[Event], Callable[[Event], None]] = {
             VmRequested: self._requested,  # type: ignore[dict-item]
             VmStarted: self._started,
@@ -142,6 +149,7 @@ class UsageFold:
             VmEvacuated: self._ended,
             VmDeleted: self._deleted,
             OrderPlaced: self._order,  # type: ignore[dict-item]
+            ImageRequested: self._image,  # type: ignore[dict-item]
         }
 
     def apply(self, event: Event) -> None:
@@ -166,7 +174,8 @@ class UsageFold:
         return out
 
     def invoice(self, prices: PriceTable) -> Invoice:
-        return invoice(self.usage(), self.orders, prices, start=self.start, end=self.end)
+        return invoice(self.usage(), self.orders, prices, start=self.start, end=self.end,
+                       images=self.images)
 
     def _requested(self, event: VmRequested) -> None:
         if self.owner is None or event.owner == self.owner:
@@ -191,6 +200,9 @@ class UsageFold:
 
     def _order(self, event: OrderPlaced) -> None:
         self.orders[event.order] = event
+
+    def _image(self, event: ImageRequested) -> None:
+        self.images[event.image] = event.name
 
     def _overlap(self, since: datetime, until: datetime) -> timedelta:
         overlap = min(until, self.end) - max(since, self.start)
@@ -218,11 +230,13 @@ def invoice(
     *,
     start: datetime,
     end: datetime,
+    images: Mapping[str, str] | None = None,
 ) -> Invoice:
-    """Price each VM's minutes at its order's lines, else at the table's."""
+    """Price each VM's minutes at its order's lines, else at the table's (``images``:
+    image id -> name, as the table names images)."""
     by_owner: dict[str, list[VmBill]] = {}
     for usage in usages:
-        vm_bill = _vm_bill(usage, orders, prices)
+        vm_bill = _vm_bill(usage, orders, prices, images or {})
         by_owner.setdefault(vm_bill.owner, []).append(vm_bill)
     owners = tuple(
         OwnerBill(
@@ -238,16 +252,17 @@ def invoice(
     return Invoice(start=start, end=end, owners=owners, totals=totals)
 
 
-def _vm_bill(usage: Usage, orders: dict[str, OrderPlaced], prices: PriceTable) -> VmBill:
+def _vm_bill(
+    usage: Usage, orders: dict[str, OrderPlaced], prices: PriceTable, images: Mapping[str, str]
+) -> VmBill:
     requested = usage.requested
     order = orders.get(requested.order) if requested.order else None
     lines: tuple[PriceLine, ...]
     if order is not None:
         lines, currency = order.lines, order.currency
     else:
-        lines = price_lines(
-            requested.spec, prices, image=requested.image, nics=len(requested.nics)
-        )
+        image = images.get(requested.image, requested.image)
+        lines = price_lines(requested.spec, prices, image=image, nics=len(requested.nics))
         currency = prices.currency
     minutes = usage.minutes
     charges = tuple(
