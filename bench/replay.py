@@ -10,12 +10,13 @@ is read.
 
 Then, best of ``--rounds``, read and folded:
 
-- ``billing``: the lifecycle and order events (filtered by the server) into an invoice
-  of the last 30 days; the rate counts the events of the whole log it covers;
+- ``billing``: the lifecycle, order and image events (several patterns, matched by the
+  reader) into an invoice of the last 30 days; the rate counts the events of the whole
+  log it covers;
 - ``audit``: every event into an audit line; ``audit_owner``: every event folded, the
   lines of one owner kept;
-- ``eventlog_read``: ``EventLog.read`` with decoding, over the first ``--baseline``
-  events, for comparison.
+- ``eventlog_read``: ``EventLog.read`` (the same reader, making record objects) with
+  decoding, over the first ``--baseline`` events, for comparison.
 
 Run from the repository root: ``python -m bench.replay [--count N] [--rounds R]``.
 """

@@ -10,7 +10,10 @@
   made it the bottleneck; ``publish_async`` never resolves a rejected publish.
 - ``load(aggregate, id)`` returns the aggregate's events and last sequence in one batched
   direct get.
-- ``read(start)`` streams the log in order (an ordered consumer), optionally following.
+- ``read(start)`` streams the log in order, optionally following, and ``read_as(make)``
+  yields what ``make`` makes of each message (a replay decodes straight from the wire):
+  one pull consumer per read on a connection of its own (``ucloud.logreader``), fast,
+  without gaps, recovering from lost consumers and connections.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import msgspec
 import nats
@@ -37,12 +41,17 @@ from ucloud.config import NatsConfig
 from ucloud.errors import ConflictError, DecodeError, InputError, LogError
 from ucloud.events import Event, decode, encode, subject
 from ucloud.events.base import SUBJECT_ROOT
+from ucloud.logreader import HEARTBEAT_S, LogReader, Make
+from ucloud.natswire import headers_dict
 
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
 TYPE_HEADER = "Ucloud-Type"
 ACK_TIMEOUT_S = 10.0
+EVERYTHING = f"{SUBJECT_ROOT}.>"
+_EPOCH = datetime.fromtimestamp(0, UTC)
+T = TypeVar("T")
 
 
 class _ApiError(msgspec.Struct):
@@ -157,6 +166,7 @@ class EventLog:
         self.stream = config.stream
         self.root = config.subject_root
         self._acks = _Acks(nc)
+        self.heartbeat_s = HEARTBEAT_S  # of every read's pull requests (silence: recover)
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, name: str = "ucloud") -> EventLog:
@@ -318,58 +328,53 @@ class EventLog:
         self,
         start: int = 1,
         *,
-        filter_subject: str = "ucloud.evt.>",
+        filter_subject: str = EVERYTHING,
         follow: bool = False,
         stop: int | None = None,
         start_time: datetime | None = None,
         max_batch: int = 512,
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncGenerator[list[Record], None]:
         """Batches of records in order from ``start`` (or from ``start_time``).
 
         Without ``follow`` it ends at the last sequence the stream had when it began (or at
-        ``stop``); with ``follow`` it waits for new events until cancelled.
+        ``stop``, or earlier when nothing more is stored); with ``follow`` it waits for new
+        events until cancelled (or until ``stop``).
         """
-        last = stop if stop is not None else (None if follow else await self.last_sequence())
-        if start_time is not None:
-            first = await self._first_at(start_time)
-            if first == 0 and not follow:
-                return
-            start = max(start, first) if first else start
-        if last is not None:
-            upcoming = await self._direct_batch(filter_subject, max(start, 1), 1)
-            if not upcoming or upcoming[0].seq > last:
-                return
-        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=max_batch * 4)
+        async for batch in self.read_as(
+            record_of, subjects=(filter_subject,), start=start, follow=follow, stop=stop,
+            start_time=start_time, max_batch=max_batch,
+        ):
+            yield batch
 
-        async def deliver(msg: Msg) -> None:
-            await queue.put(msg)
+    async def read_as(
+        self,
+        make: Make[T],
+        *,
+        subjects: Sequence[str] = (EVERYTHING,),
+        start: int = 1,
+        follow: bool = False,
+        stop: int | None = None,
+        start_time: datetime | None = None,
+        max_batch: int = 512,
+    ) -> AsyncGenerator[list[T], None]:
+        """Like ``read``, batches of what ``make`` makes of each message that matches any
+        of ``subjects``: ``make(seq, logical subject, time in ns, raw headers, body)``,
+        None to leave it out. A replay decodes events here without making records."""
+        root = self.root
+        if root != SUBJECT_ROOT:
+            inner = make
 
-        sub = await self.js.subscribe(
-            self.physical(filter_subject),
-            stream=self.stream,
-            cb=deliver,
-            ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-            config=js_api.ConsumerConfig(opt_start_seq=max(start, 1), mem_storage=True),
-            pending_msgs_limit=max_batch * 8,
+            def make(seq: int, wire: str, ns: int, headers: bytes, data: bytes) -> T | None:
+                return inner(seq, SUBJECT_ROOT + wire[len(root) :], ns, headers, data)
+
+        reader = LogReader(
+            self.config.url, self.stream, make, patterns=[self.physical(s) for s in subjects],
+            everything=f"{root}.>", start=start, start_time=start_time, end=stop,
+            follow=follow, max_batch=max_batch, heartbeat_s=self.heartbeat_s,
         )
-        try:
-            while True:
-                batch = [await queue.get()]
-                while len(batch) < max_batch and not queue.empty():
-                    batch.append(queue.get_nowait())
-                records = [self._logical(_from_msg(m)) for m in batch]
-                if last is None:
-                    yield records
-                    continue
-                kept = [r for r in records if r.seq <= last]
-                if kept:
-                    yield kept
-                if records[-1].seq >= last or _pending(batch[-1]) == 0:
-                    return
-        finally:
-            with contextlib.suppress(NatsError):
-                await sub.unsubscribe()
+        async with contextlib.aclosing(reader.batches()) as batches:
+            async for batch in batches:
+                yield batch
 
     def physical(self, logical: str) -> str:
         """The subject on the wire: the configured root instead of ``ucloud.evt``."""
@@ -390,41 +395,15 @@ class EventLog:
             return record
         return dataclasses.replace(record, subject=SUBJECT_ROOT + record.subject[len(self.root) :])
 
-    async def _first_at(self, when: datetime) -> int:
-        """The sequence of the first record at or after ``when`` (0: none yet)."""
-        inbox = self.nc.new_inbox()
-        stamp = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        request = msgspec.json.encode({"start_time": stamp})
-        try:
-            msg = await self.nc.request(
-                f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=10
-            )
-        except (NatsError, TimeoutError) as exc:
-            raise LogError(f"direct get at {stamp}: {exc}") from exc
-        del inbox
-        headers = msg.headers or {}
-        if headers.get("Status"):
-            return 0
-        return int(headers["Nats-Sequence"])
-
 
 def _describe(error: _ApiError) -> str:
     return f"{error.description} (code {error.code}, error {error.err_code})"
 
 
-def _pending(msg: Msg) -> int:
-    return int(msg.metadata.num_pending)
-
-
-def _from_msg(msg: Msg) -> Record:
-    meta = msg.metadata
-    return Record(
-        seq=int(meta.sequence.stream),
-        subject=msg.subject,
-        time=meta.timestamp,
-        headers=dict(msg.headers or {}),
-        data=msg.data,
-    )
+def record_of(seq: int, subject: str, ns: int, headers: bytes, data: bytes) -> Record:
+    """The record of a message as a read delivers it (``read_as``'s ``make``)."""
+    return Record(seq, subject, _EPOCH + timedelta(microseconds=ns // 1000),
+                  headers_dict(headers), data)
 
 
 def _record(headers: dict[str, str], data: bytes) -> Record:
