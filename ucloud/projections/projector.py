@@ -15,8 +15,9 @@ A record that does not decode (bad JSON, unknown tag, wrong types), or that a ru
 on, is poison: it is recorded at ``_poison/<seq>`` in the same transaction, counted, logged
 with its sequence, and skipped. Poison never stops the projector.
 
-A read that goes quiet for ``stall_s`` while the log holds records it has not delivered
-(a push consumer that stopped) is abandoned: the projector reloads and reads again.
+The read itself never stalls silently: ``EventLog.read`` re-creates its consumer from the
+last delivered sequence on a gap, a lost consumer or connection, or a consumer that stops
+delivering while it holds more (``ucloud.logreader``), so the projector keeps no watchdog.
 
 Only an event so large that its own operations exceed ``max_txn_ops`` is committed in
 several transactions (the checkpoint moves with the last one); folding it again onto what
@@ -28,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError
-from ucloud.eventlog import EventLog, Record
+from ucloud.eventlog import EventLog
 from ucloud.events import decode
 from ucloud.projections.apply import changes
 from ucloud.projections.views import (
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TXN_BYTES = 1 << 20  # below a stock etcd's 1.5 MiB request limit
-STALL_S = 5.0  # idle this long while the log has more: the read stalled, read again
 PROJECTION = "main"
 KeyOp = Put | Delete
 
@@ -235,17 +235,6 @@ class Writer:
         self.stored = value
 
 
-class _Stalled(Exception):
-    """The log holds records the read has not delivered for a while: read again (it never
-    leaves the projector, so it is not part of the error tree)."""
-
-    def __init__(self, received: int, last: int, seconds: float) -> None:
-        super().__init__(
-            f"no records for {seconds:.0f}s though the log is at {last} and the projection "
-            f"at {received}"
-        )
-
-
 def _parse_checkpoint(key: str, value: bytes | None) -> int:
     if value is None:
         return 0
@@ -267,7 +256,6 @@ class Projector:
         max_txn_ops: int,
         projection: str = PROJECTION,
         metrics: ProjectorMetrics | None = None,
-        stall_s: float = STALL_S,
     ) -> None:
         if max_txn_ops < 2:
             reason = f"must be at least 2 (room for the checkpoint), not {max_txn_ops}"
@@ -276,7 +264,6 @@ class Projector:
         self.writer = Writer(store, prefix, projection)
         self.max_txn_ops = max_txn_ops
         self.metrics = metrics or ProjectorMetrics()
-        self.stall_s = stall_s
 
     async def run(self) -> None:
         """Apply the log as it grows, until cancelled."""
@@ -299,9 +286,6 @@ class Projector:
             except CheckpointMoved as exc:
                 self.metrics.reloads += 1
                 log.info("%s: reloading", exc)
-            except _Stalled as exc:
-                self.metrics.reloads += 1
-                log.warning("%s: reloading and reading again", exc)
 
     async def _follow(self, projection: Projection, stop: int | None) -> None:
         # While catching up (full batches), folding the next batch overlaps the commit of
@@ -313,7 +297,7 @@ class Projector:
             reads = self.log.read(
                 projection.checkpoint + 1, follow=stop is None, stop=stop, max_batch=max_batch
             )
-            async with contextlib.aclosing(self._watched(reads, projection, stop)) as batches:
+            async with contextlib.aclosing(reads) as batches:
                 async for batch in batches:
                     txns = projection.fold(batch, self.max_txn_ops)
                     if committing is not None:
@@ -330,34 +314,6 @@ class Projector:
                 committing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, CheckpointMoved, StoreError):
                     await committing
-
-    async def _watched(
-        self, reads: AsyncIterator[list[Record]], projection: Projection, stop: int | None
-    ) -> AsyncGenerator[list[Record], None]:
-        """The batches of ``reads``; _Stalled when nothing comes for ``stall_s`` twice in a
-        row although the log holds records past the last one received (a consumer that
-        stopped delivering; twice, so that a record appended just then is no stall)."""
-        upcoming: asyncio.Future[list[Record]] | None = None
-        try:
-            while True:
-                upcoming = asyncio.ensure_future(anext(reads))
-                behind = 0
-                while not (await asyncio.wait({upcoming}, timeout=self.stall_s))[0]:
-                    last = await self.log.last_sequence()
-                    behind = behind + 1 if min(last, stop or last) > projection.checkpoint else 0
-                    if behind == 2:
-                        raise _Stalled(projection.checkpoint, last, 2 * self.stall_s)
-                try:
-                    batch = upcoming.result()
-                except StopAsyncIteration:
-                    return
-                yield batch
-        finally:
-            if upcoming is not None and not upcoming.done():
-                upcoming.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await upcoming
-            await reads.aclose()  # type: ignore[attr-defined]
 
     async def _commit(self, txns: list[Txn]) -> None:
         for txn in txns:
