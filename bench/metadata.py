@@ -291,6 +291,7 @@ async def measure(config: Config, args: argparse.Namespace, sources: list[tuple[
         }).decode()
         print(f"load: {args.connections} keep-alive connections for {args.seconds:g}s, "
               f"then one connection per request ...", flush=True)
+        cpu = time.process_time()  # this process runs the service and nothing else now
         client = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", namespace, sys.executable, "-m", "bench.metadata",
             "--client", job, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -300,6 +301,7 @@ async def measure(config: Config, args: argparse.Namespace, sources: list[tuple[
         if client.returncode != 0:
             raise SystemExit(f"load generator failed: {err.decode()}")
         result = msgspec.json.decode(out)
+        result["service_cpu_s"] = time.process_time() - cpu
         refused = service.refused
     finally:
         task.cancel()
@@ -327,6 +329,10 @@ def summarize(result: dict[str, Any], args: argparse.Namespace, refused: int) ->
         "refused": refused,
         "new_connection_req_per_s": round(new["requests"] / new["seconds"], 1),
         "new_connection_p99_ms": _p(new["latencies_ms"], 99),
+        # what a request costs the service, whatever else the machine is doing
+        "service_cpu_us_per_request": round(
+            result["service_cpu_s"] * 1e6 / max(1, keep["requests"] + new["requests"]), 1
+        ),
         "target_req_per_s": TARGET_REQ_PER_S,
         "target_p99_ms": TARGET_P99_MS,
     }
@@ -337,7 +343,8 @@ def summarize(result: dict[str, Any], args: argparse.Namespace, refused: int) ->
     print(f"keep-alive: {req_per_s:.0f} requests/s, p50 {metrics['p50_ms']} ms, "
           f"p99 {metrics['p99_ms']} ms; one connection per request: "
           f"{metrics['new_connection_req_per_s']:.0f} requests/s, "
-          f"p99 {metrics['new_connection_p99_ms']} ms; failures {metrics['failures']}",
+          f"p99 {metrics['new_connection_p99_ms']} ms; failures {metrics['failures']}; "
+          f"service CPU {metrics['service_cpu_us_per_request']} us per request",
           flush=True)
     return metrics
 
@@ -345,7 +352,7 @@ def summarize(result: dict[str, Any], args: argparse.Namespace, refused: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vms", type=int, default=200)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
