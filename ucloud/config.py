@@ -72,6 +72,8 @@ class SchedulerConfig(_Section):
     conflict_retries: Annotated[int, msgspec.Meta(ge=1)] = 16
     # How long a scheduler waits for its capacity ledger to catch up after a conflict.
     catch_up_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # A host down this long has its VMs evacuated (shared disks) or marked lost (local).
+    evacuate_after_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
 
 
 def default_host_id() -> str:
@@ -115,6 +117,11 @@ class HostConfig(_Section):
     # the serial console endpoint the gateway proxies to (port 0: any free port); in a
     # cluster, the host's underlay address
     console_listen: str = "[::1]:0"
+    # live migration out of this host: QEMU's bandwidth cap and longest pause of the guest,
+    # and how long a migration may take before it is cancelled (the VM stays here)
+    migration_max_bandwidth_mib_s: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    migration_downtime_ms: Annotated[int, msgspec.Meta(ge=1)] = 300
+    migration_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
 
     def __post_init__(self) -> None:
         if self.address:
@@ -203,6 +210,9 @@ class ImagesConfig(_Section):
 
     dir: str = ""  # the filesystem store: <dir>/<image id>.raw (default <data_dir>/images)
     disks_dir: str = ""  # VM disks of the filesystem store (default <data_dir>/disks)
+    # disks_dir (and dir) is one filesystem every host mounts at the same path: VMs on the
+    # filesystem store may then migrate and be evacuated, as VMs on RBD always may
+    shared: bool = False
     files_dir: str = ""  # uploads, <files_dir>/<owner>/<name> (default <data_dir>/files)
     max_virtual_size_gib: Annotated[int, msgspec.Meta(ge=1)] = 256
     max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 << 30
@@ -220,6 +230,10 @@ class ImagesConfig(_Section):
     ceph_client: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")] = (
         "admin"
     )
+
+    def shared_store(self, kind: str) -> bool:
+        """Whether VM disks of the store ``kind`` reach every host (migration, evacuation)."""
+        return kind == "rbd" or (kind == "fs" and self.shared)
 
 
 class Config(_Section):

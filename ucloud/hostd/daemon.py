@@ -21,6 +21,10 @@ that powered itself off is ``vm.<id>.stopped`` instead. ``reconcile``, before th
 starts, reattaches to every VM of this host (runtime directories and the host's
 placements) and makes the host match the log (``rules.reconcile``). ``close`` lets go of
 the VMs and never stops one: VMs outlive hostd.
+
+Live migration (``vm_migrate_in``/``vm_migrate_out``) and fencing (a VM whose latest
+placement is elsewhere is stopped here, on ``host.<me>.vm_released`` and at reconcile)
+live in ``migrate.py``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from ucloud.events import (
     Cause,
     Event,
     HostVmDelete,
+    HostVmMigrateIn,
+    HostVmMigrateOut,
     HostVmReleased,
     HostVmStart,
     HostVmStop,
@@ -54,14 +60,14 @@ from ucloud.events import (
 )
 from ucloud.events.base import valid_token
 from ucloud.handlers.runner import delivery
-from ucloud.hostd import lookup, rules
+from ucloud.hostd import lookup, migrate, rules
 from ucloud.hostd.accel import Accelerator
 from ucloud.hostd.machine import Machine, Want
-from ucloud.hostd.plumbing import Plumbing
+from ucloud.hostd.plumbing import NicPlan, Plumbing
 from ucloud.hostd.qemu import Launch, Qemu, RuntimeDir, StartSpec, TapNic, qemu_argv
 from ucloud.hostd.qmp import QmpSession
-from ucloud.ids import new_id
-from ucloud.images.store import open_store
+from ucloud.ids import derive_id, new_id
+from ucloud.images.store import DiskRef, open_store
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,7 @@ class Hostd:
         self.root = runtime_root(config).absolute()
         self.machines: dict[str, Machine] = {}
         self.timings: dict[str, StartTiming] = {}
+        self.migrations: dict[str, migrate.MigrationFigures] = {}  # the last one out, per VM
 
     def machine(self, vm: str) -> Machine:
         if not valid_token(vm):
@@ -116,6 +123,10 @@ class Hostd:
 
     async def handle(self, event: Event, seq: int) -> None:
         """The consumer's handler: acts on this host's VM commands."""
+        if isinstance(event, HostVmMigrateIn | HostVmMigrateOut | HostVmReleased):
+            if event.host == self.me:
+                await self.handle_migration(event, seq)
+            return
         if not isinstance(event, HostVmStart | HostVmStop | HostVmDelete) or event.host != self.me:
             return
         began = self.clock()
@@ -137,6 +148,29 @@ class Hostd:
             await self.stop(machine, cause)
         else:
             await self.delete(machine, cause)
+
+    async def handle_migration(
+        self, event: HostVmMigrateIn | HostVmMigrateOut | HostVmReleased, seq: int
+    ) -> None:
+        stored, _ = await self.log.load("vm", event.vm)
+        facts = rules.fold(stored)
+        if isinstance(event, HostVmReleased):  # fencing: let go of what is not ours
+            if rules.desired(facts, self.me) is rules.Desired.GONE:
+                await migrate.fence(self, self.machine(event.vm), facts)
+            return
+        reason = rules.judge_migration(event, seq, facts, self.me)
+        if reason is None and isinstance(event, HostVmMigrateIn):
+            ready = derive_id(event.id, "migration_ready")
+            if any(s.event.id == ready for s in stored):
+                reason = "it is waited for already"
+        if reason is not None:
+            log.info("vm %s: %s at %d ignored: %s", event.vm, event.tag(), seq, reason)
+            return
+        cause = Cause.of(event, self.actor, self.clock())
+        if isinstance(event, HostVmMigrateIn):
+            await migrate.receive(self, event, facts, cause)
+        else:
+            await migrate.send(self, event, cause)
 
     async def start(
         self, machine: Machine, spec: StartSpec, cause: Cause, began: datetime
@@ -206,7 +240,19 @@ class Hostd:
             )
         plans = await lookup.nic_plans(self.log, spec)
         taps = await asyncio.to_thread(self.plumbing.attach, plans)
-        launch = Launch(
+        launch = await self.launch_of(machine, spec, disks, taps, plans)
+        qemu_s = await machine.launch(self.argv(launch))
+        self.timings[spec.vm] = StartTiming(began=began, qemu_s=qemu_s)
+        log.info("vm %s: QEMU (%s) running after %.2fs", spec.vm, launch.accel, qemu_s)
+        self._watch(machine)
+
+    async def launch_of(
+        self, machine: Machine, spec: StartSpec, disks: list[DiskRef], taps: list[str],
+        plans: list[NicPlan], *, incoming: bool = False,
+    ) -> Launch:
+        """What QEMU runs the VM with; ``incoming``: the VM arrives by live migration."""
+        store = open_store(self.config, spec.store)
+        return Launch(
             vm=spec.vm, directory=str(machine.runtime.path), cpu=spec.spec.cpu,
             ram_mib=spec.spec.ram_mib, accel=await self.accel.get(),
             cpu_model=self.host.cpu_model,
@@ -215,11 +261,11 @@ class Hostd:
                 for disk, node in zip(disks, ("root", "hdd"), strict=False)
             ),
             nics=tuple(TapNic(tap=t, mac=p.mac) for t, p in zip(taps, plans, strict=True)),
+            incoming=incoming,
         )
-        qemu_s = await machine.launch(qemu_argv(self.host.qemu, launch))
-        self.timings[spec.vm] = StartTiming(began=began, qemu_s=qemu_s)
-        log.info("vm %s: QEMU (%s) running after %.2fs", spec.vm, launch.accel, qemu_s)
-        self._watch(machine)
+
+    def argv(self, launch: Launch) -> list[str]:
+        return qemu_argv(self.host.qemu, launch)
 
     async def _unplug(self, machine: Machine) -> None:
         spec = machine.spec or machine.runtime.read_spec()
@@ -335,12 +381,15 @@ class Hostd:
         found = set()
         if self.root.is_dir():
             found = {p.name for p in self.root.iterdir() if p.is_dir() and valid_token(p.name)}
-        vms = found | await lookup.placed_vms(self.log, self.me)
+        placed = await lookup.placed_vms(self.log, self.me)
+        vms = found | placed
         facts: dict[str, rules.VmFacts] = {}
+        last: dict[str, str] = {}
         state: dict[str, tuple[rules.Desired, bool]] = {}
         for vm in sorted(vms):
             stored, _ = await self.log.load("vm", vm)
             facts[vm] = rules.fold(stored)
+            last[vm] = stored[-1].event.id if stored else ""
             state[vm] = (rules.desired(facts[vm], self.me), self.machine(vm).runs())
         actions = rules.reconcile(state)
         for action in actions:
@@ -348,9 +397,21 @@ class Hostd:
                 await self._reconcile_one(action, facts[action.vm], state[action.vm][0])
             except UcloudError as exc:
                 log.error("vm %s: reconciling (%s) failed: %s", action.vm, action, exc)
-        for vm in vms - {a.vm for a in actions}:
+        for vm in sorted(vms - {a.vm for a in actions}):
             if state[vm][0] is rules.Desired.GONE:
+                try:  # fencing: what is left here of a VM that lives elsewhere (or died)
+                    await migrate.fence(self, self.machine(vm), facts[vm])
+                except UcloudError as exc:
+                    log.error("vm %s: cleaning up after it failed: %s", vm, exc)
                 self.machines.pop(vm, None)
+        for vm in sorted(placed):  # reservations of VMs that left without letting go
+            if rules.leftovers(facts[vm], self.me) != "keep" and not facts[vm].migration:
+                released = HostVmReleased(
+                    id=derive_id(last[vm], f"released/{self.me}"), at=self.clock(),
+                    actor=self.actor, causation=last[vm], correlation=last[vm], host=self.me,
+                    vm=vm, reason="not on this host",
+                )
+                await self._append(released)
         log.info("reattached: %d VM(s) found, %s", len(vms),
                  ", ".join(f"{type(a).__name__.lower()} {a.vm}" for a in actions) or "no change")
         return actions
@@ -370,6 +431,13 @@ class Hostd:
                     await machine.attach()
                 self._watch(machine)
             log.info("vm %s: running, reattached", action.vm)
+        elif isinstance(action, rules.Receive):
+            async with machine.lock:
+                await machine.attach()
+            migrate.watch_incoming(self, machine)
+            log.info("vm %s: still arriving by migration, watched again", action.vm)
+        elif isinstance(action, rules.Stop) and rules.leftovers(facts, self.me) != "keep":
+            await migrate.fence(self, machine, facts)  # it lives elsewhere (or is deleted)
         elif isinstance(action, rules.Start):
             machine.want = Want.RUN
             if facts.status != "crashed":

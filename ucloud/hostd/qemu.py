@@ -12,7 +12,9 @@ QEMU outlive the hostd that started it::
 ``qemu_argv`` is the whole command line, a pure function of a ``Launch``. QEMU starts
 daemonized (``-daemonize``: it returns once the machine is set up, in a session of its
 own, so that signals to hostd's process group never reach it) and paused (``-S``): hostd
-connects to QMP first and then sends ``cont``, so no event of the guest goes unseen.
+connects to QMP first and then sends ``cont``, so no event of the guest goes unseen. The
+QEMU that receives a live migration starts with ``-incoming defer`` instead: it waits for
+QMP ``migrate-incoming`` and runs the guest the moment the migration completes.
 Never ``-cpu host`` (a named model), never user-mode networking: a NIC is a tap with
 ``vhost=off``, or there is none.
 
@@ -70,6 +72,7 @@ class Launch(msgspec.Struct, frozen=True, kw_only=True):
     cpu_model: str
     disks: tuple[tuple[str, ...], ...] = ()  # QEMU arguments per disk, from the image store
     nics: tuple[TapNic, ...] = ()
+    incoming: bool = False  # receive a live migration (``-incoming defer``), not boot
 
 
 class RuntimeDir:
@@ -131,7 +134,7 @@ def qemu_argv(binary: str, launch: Launch) -> list[str]:
         "-chardev", f"file,id=serial0,path={_escape(str(serial))},append=on",
         "-serial", "chardev:serial0",
         "-device", "virtio-rng-pci",
-        "-S",
+        *(["-incoming", "defer"] if launch.incoming else ["-S"]),
     ]  # fmt: skip
     for disk in launch.disks:
         argv += disk

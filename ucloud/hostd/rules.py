@@ -10,13 +10,17 @@ QMP), and how a QEMU that ended ended (QMP's last ``SHUTDOWN`` event). From thos
   on. A command for a VM that is deleted or placed elsewhere is not; a start or stop that
   a later lifecycle request of the VM superseded is not (a new hostd reading its
   host's commands from the start acts only on the ones that still hold).
+  ``judge_migration`` does the same for ``vm_migrate_in`` (this host receives a running
+  VM) and ``vm_migrate_out`` (this host sends it): only while that migration is in flight.
 - ``desired``: what should be of the VM on this host: RUN, HALT (no QEMU, keep the
-  disk), GONE (not ours, or deleted: no QEMU) or PENDING (a command is on its way and will
-  say).
+  disk), GONE (not ours, or deleted: no QEMU), INCOMING (a migration to this host is in
+  flight: a QEMU waits for the VM) or PENDING (a command is on its way and will say).
 - ``reconcile``: desired against actual, for every VM found in the runtime directory or
   placed on this host, when hostd starts. A VM that runs and should is adopted (never
   restarted), one that should run and does not is started (after a ``crashed`` fact),
-  one that runs and should not is stopped and reported.
+  one that runs and should not is stopped and reported; an incoming migration is watched
+  again. Fencing by the log: a VM whose latest placement is another host is stopped
+  without a report, and ``leftovers`` says what of it may go from this host.
 - ``exit_kind``: a QEMU that ended while hostd wanted it running crashed, unless the guest
   powered itself off.
 - ``restart_delay`` / ``failures_after``: the backoff of restarts after crashes.
@@ -35,6 +39,8 @@ from ucloud.eventlog import Stored
 from ucloud.events import (
     Event,
     HostVmDelete,
+    HostVmMigrateIn,
+    HostVmMigrateOut,
     HostVmStart,
     HostVmStop,
     VmCrashed,
@@ -43,6 +49,8 @@ from ucloud.events import (
     VmEvacuated,
     VmLost,
     VmMigrated,
+    VmMigrationFailed,
+    VmMigrationReady,
     VmMigrationRequested,
     VmRequested,
     VmScheduled,
@@ -69,6 +77,8 @@ class VmFacts:
     request: VmRequested | None = None
     deleting: bool = False
     last_intent: int = 0  # stream sequence of the latest lifecycle request
+    migration: int = 0  # stream sequence of the migration request in flight (0: none)
+    incoming: str = ""  # where the migration in flight goes, once that host is ready
 
     @property
     def restart(self) -> RestartPolicy:
@@ -89,15 +99,21 @@ def evolve(facts: VmFacts, seq: int, event: Event) -> VmFacts:
     if isinstance(event, VmCrashed):
         return replace(facts, status="crashed", host=event.host)
     if isinstance(event, VmLost):
-        return replace(facts, status="lost", host=event.host)
+        return replace(facts, status="lost", host=event.host, migration=0, incoming="")
     if isinstance(event, VmDeleted):
-        return replace(facts, status="deleted")
+        return replace(facts, status="deleted", migration=0, incoming="")
     if isinstance(event, VmDeleteRequested):
         return replace(facts, deleting=True)
+    if isinstance(event, VmMigrationRequested):
+        return replace(facts, migration=seq, incoming="")
+    if isinstance(event, VmMigrationReady):
+        return replace(facts, incoming=event.host) if facts.migration else facts
     if isinstance(event, VmMigrated):
-        return replace(facts, host=event.to_host)
+        return replace(facts, host=event.to_host, migration=0, incoming="")
+    if isinstance(event, VmMigrationFailed):
+        return replace(facts, migration=0, incoming="")
     if isinstance(event, VmEvacuated):
-        return replace(facts, status="scheduled", host=event.to_host)
+        return replace(facts, status="scheduled", host=event.to_host, migration=0, incoming="")
     return facts
 
 
@@ -128,16 +144,47 @@ def judge_command(command: Command, seq: int, facts: VmFacts, me: str) -> str | 
     return None
 
 
+MigrationCommand = HostVmMigrateIn | HostVmMigrateOut
+
+
+def judge_migration(command: MigrationCommand, seq: int, facts: VmFacts, me: str) -> str | None:
+    """None when hostd acts on a migration command (at sequence ``seq``); else why not."""
+    if facts.status in ("none", "deleted"):
+        return "no such VM" if facts.status == "none" else "the VM is deleted"
+    if facts.deleting:
+        return "the VM is being deleted"
+    if not facts.migration or facts.migration > seq:
+        return "no migration of the VM is in flight"
+    if facts.last_intent > seq:
+        return "a later request of the VM superseded it"
+    if facts.status != "running":
+        return f"the VM is {facts.status}, not running"
+    if isinstance(command, HostVmMigrateIn):
+        if facts.host == me:
+            return "the VM runs here already"
+        if facts.host != command.from_host:
+            return f"the VM is on {facts.host or 'no host'}, not {command.from_host}"
+        return None
+    if facts.host != me:
+        return f"the VM is on {facts.host or 'no host'} now"
+    if facts.incoming != command.to_host:
+        return f"the migration goes to {facts.incoming or 'no ready host'}, not {command.to_host}"
+    return None
+
+
 class Desired(enum.Enum):
     RUN = "run"  # a QEMU should run here
     HALT = "halt"  # no QEMU; the VM (and its disk) stay
     GONE = "gone"  # not a VM of this host (deleted, unknown, or placed elsewhere)
+    INCOMING = "incoming"  # migrating to this host: a QEMU here waits for it
     PENDING = "pending"  # a command on its way decides (scheduled, being deleted)
 
 
 def desired(facts: VmFacts, me: str) -> Desired:
-    if facts.status in ("none", "deleted") or (facts.host and facts.host != me):
+    if facts.status in ("none", "deleted"):
         return Desired.GONE
+    if facts.host and facts.host != me:
+        return Desired.INCOMING if facts.incoming == me else Desired.GONE
     if facts.deleting:
         return Desired.PENDING
     if facts.status == "running":
@@ -171,20 +218,47 @@ class Stop:
     report: bool
 
 
-Action = Adopt | Start | Stop
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """A QEMU waits for (or receives) the VM migrating here: watch how that ends."""
+
+    vm: str
+
+
+Action = Adopt | Start | Stop | Receive
 
 
 def reconcile(vms: Mapping[str, tuple[Desired, bool]]) -> list[Action]:
     """The actions that make this host match the log: vm -> (desired, QEMU runs)."""
     actions: list[Action] = []
     for vm, (want, runs) in sorted(vms.items()):
-        if runs and want in (Desired.RUN, Desired.PENDING):
+        if runs and want is Desired.INCOMING:
+            actions.append(Receive(vm))
+        elif runs and want in (Desired.RUN, Desired.PENDING):
             actions.append(Adopt(vm))
         elif runs:
             actions.append(Stop(vm, report=want is Desired.HALT))
         elif want is Desired.RUN:
             actions.append(Start(vm))
     return actions
+
+
+Leftovers = Literal["keep", "runtime", "runtime and disks"]
+
+
+def leftovers(facts: VmFacts, me: str) -> Leftovers:
+    """What of a VM that does not run here may be removed from this host (its QEMU gone).
+
+    A VM that lives on elsewhere leaves its runtime directory (its disk is shared storage:
+    a VM on a local disk never moves); a deleted one its disks too (a copy on local storage
+    is garbage once the VM is deleted). A VM this log does not know, or that is or may
+    become this host's, keeps everything.
+    """
+    if facts.status == "deleted":
+        return "runtime and disks"
+    if desired(facts, me) is Desired.GONE and facts.status != "none":
+        return "runtime"
+    return "keep"
 
 
 ExitKind = Literal["expected", "powered_off", "crashed"]
