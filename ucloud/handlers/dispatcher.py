@@ -3,12 +3,17 @@
 Theory of operation
 -------------------
 It consumes ``vm.*.scheduled`` (start the VM where it was placed), ``start_requested``,
-``stop_requested`` and ``delete_requested`` (durable ``dispatcher``). For each it loads
-the VM's aggregate, folds it into a ``VmState`` (status, host, the request, whether a
-delete was asked for) and lets ``dispatch`` decide, purely:
+``stop_requested`` and ``delete_requested``, and the steps of migration and evacuation:
+``migration_ready``, ``evacuated`` and ``lost`` (durable ``dispatcher``). For each it
+loads the VM's aggregate, folds it into a ``VmState`` (status, host, the request, whether
+a delete was asked for, whether a migration is in flight) and lets ``dispatch`` decide,
+purely:
 
 - a command to the host: ``host.<h>.vm_start`` (self-contained: owner, name, spec,
   image, NICs, restart policy from the VM's request), ``vm_stop`` or ``vm_delete``;
+- for migration and evacuation: ``host.<source>.vm_migrate_out {to_host, uri}`` once the
+  destination is ready; ``host.<new>.vm_start`` for an evacuated VM; for a lost one,
+  ``host.<its host>.vm_start``, which waits for that host to come back;
 - ``vm.<id>.deleted`` directly, for a delete of a VM that never got a host (requested or
   failed) or whose host died with it (lost); appended expecting the VM's last sequence, so
   that it and a scheduler's ``vm.<id>.scheduled`` cannot both win;
@@ -33,6 +38,7 @@ from ucloud.events import (
     Cause,
     Event,
     HostVmDelete,
+    HostVmMigrateOut,
     HostVmStart,
     HostVmStop,
     VmCrashed,
@@ -42,6 +48,9 @@ from ucloud.events import (
     VmEvent,
     VmLost,
     VmMigrated,
+    VmMigrationFailed,
+    VmMigrationReady,
+    VmMigrationRequested,
     VmRequested,
     VmScheduled,
     VmSchedulingFailed,
@@ -58,7 +67,10 @@ log = logging.getLogger(__name__)
 
 ACTOR = "system:dispatcher"
 DURABLE = "dispatcher"
-INTENTS = (VmScheduled, VmStartRequested, VmStopRequested, VmDeleteRequested)
+INTENTS = (
+    VmScheduled, VmStartRequested, VmStopRequested, VmDeleteRequested, VmMigrationReady,
+    VmEvacuated, VmLost,
+)
 SUBJECTS = tuple(subject("vm", "*", cls.tag().split(".", 1)[1]) for cls in INTENTS)
 RETRIES = 8
 
@@ -76,9 +88,14 @@ class VmState:
     host: str = ""
     request: VmRequested | None = None
     deleting: bool = False
+    migrating: bool = False
 
 
 def evolve(state: VmState, event: Event) -> VmState:
+    if isinstance(event, VmMigrationRequested):
+        return replace(state, migrating=True)
+    if isinstance(event, VmMigrated | VmMigrationFailed | VmEvacuated | VmLost | VmDeleted):
+        state = replace(state, migrating=False)
     if isinstance(event, VmRequested):
         return replace(state, status="requested", request=event)
     if isinstance(event, VmScheduled):
@@ -127,6 +144,19 @@ def dispatch(state: VmState, intent: VmEvent, cause: Cause) -> Event | str:
         if state.status != "scheduled" or state.host != intent.host:
             return f"the VM is {state.status} on {state.host or 'no host'}"
         return _start(state, state.request, cause)
+    if isinstance(intent, VmEvacuated | VmLost):
+        wanted, there = ("scheduled", intent.to_host) if isinstance(intent, VmEvacuated) else (
+            "lost", intent.host)
+        if state.status != wanted or state.host != there:
+            return f"the VM is {state.status} on {state.host or 'no host'}"
+        return _start(state, state.request, cause)
+    if isinstance(intent, VmMigrationReady):
+        if not state.migrating or state.status != "running" or intent.host == state.host:
+            return f"no migration of the VM waits for its source (it is {state.status})"
+        return HostVmMigrateOut(
+            **cause.envelope("vm_migrate_out"), host=state.host, vm=intent.vm,
+            to_host=intent.host, uri=intent.uri,
+        )
     if isinstance(intent, VmStartRequested):
         if state.status not in ("stopped", "crashed"):
             return f"a start needs a stopped VM; it is {state.status}"

@@ -30,7 +30,10 @@ moved, so the append conflicts) nor use a drained or down host (same), but it co
 a host registered just before the request; so before a failure, which is final, the
 scheduler folds what the log holds beyond its ledger and decides once more.
 
-``host.*.down`` is only noted for now; evacuation comes later.
+The scheduler service also runs, on the same ledger, the migration handler (durable
+``migration``: a destination for each ``vm.*.migration_requested``, ``migration.py``) and
+the evacuator (the VMs of a host down longer than ``evacuate_after_s``,
+``evacuation.py``); this consumer only notes ``host.*.down``.
 """
 
 from __future__ import annotations
@@ -175,7 +178,8 @@ class Scheduler:
 
     async def handle(self, event: Event, seq: int) -> None:
         if isinstance(event, HostDown):
-            log.warning("host %s is down; its VMs stay there (no evacuation yet)", event.host)
+            log.warning("host %s is down; its VMs move after %gs unless it returns",
+                        event.host, self.settings.evacuate_after_s)
         elif isinstance(event, VmRequested):
             await self.follower.ready.wait()
             await self.schedule(event, seq)
@@ -267,11 +271,27 @@ class Scheduler:
 
 
 async def run(ctx: ServiceContext) -> None:
-    """The ``scheduler`` service: a ledger follower and a consumer of VM requests."""
+    """The ``scheduler`` service: a ledger follower, a consumer of VM requests, the
+    migration handler and the evacuator."""
+    from ucloud.handlers import evacuation, migration  # they build on this module
+
     follower = LedgerFollower(ctx.log)
     scheduler = Scheduler(ctx.log, follower, ctx.config.scheduler)
+    migrations = migration.Migrations(ctx.log, follower, ctx.config.scheduler)
+    evacuator = evacuation.Evacuator(
+        ctx.log, follower, ctx.config.scheduler, ctx.config.images
+    )
     async with asyncio.TaskGroup() as group:
         group.create_task(follower.run(), name="scheduler:ledger")
+        group.create_task(evacuator.run(), name="scheduler:evacuator")
+        group.create_task(
+            run_consumer(
+                ctx.log, ctx.store, durable=migration.DURABLE, subjects=migration.SUBJECTS,
+                handle=migrations.handle, settings=ctx.config.consumer,
+                poison_prefix=f"{ctx.config.etcd.prefix}_poison/", name=ctx.name,
+            ),
+            name="scheduler:migration",
+        )
         group.create_task(
             run_consumer(
                 ctx.log, ctx.store, durable=DURABLE, subjects=SUBJECTS, handle=scheduler.handle,

@@ -1,0 +1,305 @@
+"""Live migration's control plane: a destination for each request, and the ledger tidied.
+
+Theory of operation
+-------------------
+A migration is a chain of events, each step taken by whoever holds what it needs::
+
+    gateway     vm.<id>.migration_requested {host?}     (running VM, shared disk)
+    here        host.<dst>.vm_placed {migration: true}  (OCC on dst: capacity reserved)
+                host.<dst>.vm_migrate_in {from_host}
+    hostd dst   vm.<id>.migration_ready {host: dst, uri: tcp:[addr]:port}
+    dispatcher  host.<src>.vm_migrate_out {to_host, uri}
+    hostd src   vm.<id>.migrated {from, to} + host.<src>.vm_released
+                or vm.<id>.migration_failed {reason}   (the VM runs on at the source)
+
+This module holds the pure part (``fold`` of a VM's events into a ``Flight``, ``judge``
+of a request, ``destination``, ``unused`` reservations) and the handler ``Migrations``
+(durable ``migration``, run by the scheduler service beside its capacity ledger). For a
+request it loads the VM: a request that is not the one in flight is ignored; a VM that
+no longer runs, or runs on the named host already, fails the migration
+(``migration_failed`` appended with OCC on the VM). Otherwise the destination is the
+admin's host if it fits, else ``place()`` over every host but the source (the scheduler's
+rules and policy); the reservation is appended with OCC on that host, exactly as the
+scheduler does, and the destination's hostd is told. No host fits: ``migration_failed``
+naming the resource.
+
+When a migration ends (``migrated``, ``migration_failed``) or the VM is deleted, the
+reservations the VM no longer uses are released: every one but its host's (all of them
+for a deleted VM), unless another migration is in flight by then (its own end decides).
+The source of a completed migration releases its own once its QEMU is gone (and its
+hostd, should it die first, when it starts again).
+Ids derive from the event reacted to, so a redelivery appends nothing twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from ucloud.config import SchedulerConfig
+from ucloud.errors import ConflictError, LogError
+from ucloud.eventlog import EventLog
+from ucloud.events import (
+    Cause,
+    Event,
+    HostVmMigrateIn,
+    HostVmPlaced,
+    HostVmReleased,
+    Resources,
+    VmCrashed,
+    VmDeleted,
+    VmDeleteRequested,
+    VmEvacuated,
+    VmLost,
+    VmMigrated,
+    VmMigrationFailed,
+    VmMigrationReady,
+    VmMigrationRequested,
+    VmRequested,
+    VmScheduled,
+    VmSchedulingFailed,
+    VmStarted,
+    VmStopped,
+    subject,
+)
+from ucloud.handlers.placement import CapacityLedger, NoCapacity, Placement, Policy, place
+from ucloud.handlers.runner import delivery
+from ucloud.handlers.scheduler import LedgerFollower
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system:scheduler"
+DURABLE = "migration"
+SUBJECTS = tuple(
+    subject("vm", "*", name)
+    for name in ("migration_requested", "migration_failed", "migrated", "deleted")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Flight:
+    """A VM as migration and evacuation see it: where it is, and its migration in flight."""
+
+    status: str = "none"  # none requested scheduled running stopped crashed failed lost deleted
+    host: str = ""
+    request: VmRequested | None = None
+    deleting: bool = False
+    migration: VmMigrationRequested | None = None  # the migration in flight
+    ready: str = ""  # the host waiting for it, once it said so
+
+    @property
+    def spec(self) -> Resources | None:
+        return self.request.spec if self.request is not None else None
+
+
+_STATUS: dict[type[Event], str] = {
+    VmScheduled: "scheduled", VmSchedulingFailed: "failed", VmStarted: "running",
+    VmStopped: "stopped", VmCrashed: "crashed", VmLost: "lost",
+}  # fmt: skip
+_ENDS = (VmMigrated, VmMigrationFailed, VmEvacuated, VmLost, VmDeleted)
+
+
+def evolve(flight: Flight, event: Event) -> Flight:
+    if isinstance(event, VmRequested):
+        flight = replace(flight, status="requested", request=event)
+    elif type(event) in _STATUS:
+        flight = replace(flight, status=_STATUS[type(event)], host=getattr(event, "host", ""))
+    elif isinstance(event, VmDeleteRequested):
+        flight = replace(flight, deleting=True)
+    elif isinstance(event, VmMigrationRequested):
+        flight = replace(flight, migration=event, ready="")
+    elif isinstance(event, VmMigrationReady) and flight.migration is not None:
+        flight = replace(flight, ready=event.host)
+    if isinstance(event, VmMigrated):
+        flight = replace(flight, host=event.to_host)
+    elif isinstance(event, VmEvacuated):
+        flight = replace(flight, status="scheduled", host=event.to_host)
+    elif isinstance(event, VmDeleted):
+        flight = replace(flight, status="deleted")
+    if isinstance(event, _ENDS):
+        flight = replace(flight, migration=None, ready="")
+    return flight
+
+
+def fold(events: Iterable[Event]) -> Flight:
+    flight = Flight()
+    for event in events:
+        flight = evolve(flight, event)
+    return flight
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Go ahead: reserve a destination for the VM running on ``source``."""
+
+    source: str
+    spec: Resources
+    named: str = ""  # the admin's choice of destination; "" for the scheduler's
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    reason: str
+
+
+def judge(flight: Flight, request: VmMigrationRequested) -> Move | Fail | Ignore:
+    """What a migration request leads to in the VM's state (pure)."""
+    if flight.migration is None or flight.migration.id != request.id:
+        return Ignore("it is not the migration in flight")
+    if flight.deleting or flight.status == "deleted":
+        return Fail("the VM is being deleted")
+    if flight.status != "running" or not flight.host or flight.spec is None:
+        return Fail(f"the VM is {flight.status}, not running")
+    if request.host == flight.host:
+        return Fail(f"the VM runs on {request.host} already")
+    return Move(source=flight.host, spec=flight.spec, named=request.host)
+
+
+def destination(
+    move: Move, ledger: CapacityLedger, policy: Policy, avoid: Collection[str] = ()
+) -> Placement | NoCapacity:
+    """Where the VM goes: the named host if it fits, else ``place`` away from the source."""
+    if not move.named:
+        return place(move.spec, ledger, policy, {*avoid, move.source})
+    host = ledger.hosts.get(move.named)
+    if host is None or not host.registered:
+        return NoCapacity("host", f"no host {move.named}")
+    outcome = place(move.spec, CapacityLedger.of([host]), policy)
+    if isinstance(outcome, NoCapacity):
+        why = "it is down or drained" if outcome.resource == "host" else outcome.reason
+        return NoCapacity(outcome.resource, f"host {move.named} cannot take it: {why}")
+    return outcome
+
+
+def unused(flight: Flight, held: Collection[str]) -> list[str]:
+    """The hosts whose reservation of the VM can go: all for a deleted VM; none while a
+    migration is in flight (its end decides); else all but the VM's host."""
+    if flight.status == "deleted":
+        return sorted(held)
+    if flight.migration is not None:
+        return []
+    return sorted(set(held) - {flight.host})
+
+
+class _Again(enum.Enum):
+    DECIDE = "decide again"
+
+
+class Migrations:
+    """The handler of migration requests and ends: ``handle`` goes to the consumer runner."""
+
+    def __init__(
+        self,
+        log_: EventLog,
+        follower: LedgerFollower,
+        settings: SchedulerConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.log = log_
+        self.follower = follower
+        self.settings = settings
+        self.clock = clock
+
+    async def handle(self, event: Event, seq: int) -> None:
+        await self.follower.ready.wait()
+        if isinstance(event, VmMigrationRequested):
+            await self.start(event)
+        elif isinstance(event, VmMigrationFailed | VmMigrated | VmDeleted):
+            await self.tidy(event)
+
+    async def start(self, request: VmMigrationRequested) -> None:
+        cause = Cause.of(request, ACTOR, self.clock())
+        for _ in range(self.settings.conflict_retries):
+            stored, last = await self.log.load("vm", request.vm)
+            verdict = judge(fold(s.event for s in stored), request)
+            if isinstance(verdict, Ignore):
+                log.info("vm %s: migration request %s ignored: %s", request.vm, request.id,
+                         verdict.reason)
+                return
+            if isinstance(verdict, Move):
+                target = await self._reserve(request.vm, verdict, cause)
+                if target is _Again.DECIDE:
+                    continue
+                if isinstance(target, str):
+                    await self._tell(request, verdict, target, cause)
+                    return
+                verdict = Fail(f"no host to move it to: {target.reason}")
+            failed = VmMigrationFailed(
+                **cause.envelope("migration_failed"), vm=request.vm, reason=verdict.reason
+            )
+            try:
+                await self.log.append(failed, expected=last)
+            except ConflictError:
+                continue  # the VM moved on: judge again
+            log.info("vm %s: migration refused: %s", request.vm, verdict.reason)
+            return
+        raise LogError(f"vm {request.vm}: gave up after {self.settings.conflict_retries} tries")
+
+    async def _reserve(self, vm: str, move: Move, cause: Cause) -> str | NoCapacity | _Again:
+        """The destination now reserved for the VM, why there is none, or decide again."""
+        follower, policy = self.follower, self.settings.policy
+        held = [h for h in follower.ledger.hosts_of(vm) if h != move.source]
+        if held and (not move.named or move.named in held):
+            return move.named or held[0]  # an earlier delivery reserved it
+        avoid = follower.stale()
+        outcome = destination(move, follower.ledger, policy, avoid)
+        if isinstance(outcome, NoCapacity) and (avoid - {move.source}):
+            await follower.until(lambda _: not follower.stale(), self.settings.catch_up_s)
+            return _Again.DECIDE
+        if isinstance(outcome, NoCapacity):
+            await follower.catch_up()
+            outcome = destination(move, follower.ledger, policy, follower.stale())
+        if isinstance(outcome, NoCapacity):
+            return outcome
+        host = outcome.host
+        expected = follower.ledger.seq_of(host)
+        placed = HostVmPlaced(
+            **cause.envelope(f"placed/{host}"), host=host, vm=vm, resources=move.spec,
+            migration=True,
+        )
+        try:
+            seq = await self.log.append(placed, expected=expected)
+        except ConflictError:
+            follower.expect(host, expected + 1)
+            return _Again.DECIDE
+        follower.expect(host, seq)
+        return host
+
+    async def _tell(
+        self, request: VmMigrationRequested, move: Move, host: str, cause: Cause
+    ) -> None:
+        command = HostVmMigrateIn(
+            **cause.envelope(f"migrate_in/{host}"), host=host, vm=request.vm,
+            from_host=move.source,
+        )
+        if delivery() > 1 and await self.log.find(command):
+            return
+        await self.log.append(command)
+        log.info("vm %s: migrating from %s to %s", request.vm, move.source, host)
+
+    async def tidy(self, event: VmMigrationFailed | VmMigrated | VmDeleted) -> None:
+        """Release the reservations the VM no longer uses."""
+        await self.follower.catch_up()
+        stored, _ = await self.log.load("vm", event.vm)
+        flight = fold(s.event for s in stored)
+        cause = Cause.of(event, ACTOR, self.clock())
+        held = set(self.follower.ledger.hosts_of(event.vm))
+        if isinstance(event, VmMigrated):
+            held.discard(event.from_host)  # the source lets go itself
+        for host in unused(flight, held):
+            released = HostVmReleased(
+                **cause.envelope(f"released/{host}"), host=host, vm=event.vm,
+                reason=f"not used after {event.event_name}",
+            )
+            if delivery() > 1 and await self.log.find(released):
+                continue
+            await self.log.append(released)
+            log.info("vm %s: reservation on %s released (%s)", event.vm, host, released.reason)
