@@ -186,8 +186,10 @@ async def test_migrate(gw: Running, alice: User) -> None:
     assert unknown.status_code == 400 and unknown.json()["field"] == "host"
     same = await admin.post(f"/v1/vms/{vm['id']}/migrate", json={"host": "h1"})
     assert same.status_code == 409 and same.json()["field"] == "host"
-    moving = await client.post("/v1/vms/web/migrate")
-    assert moving.status_code == 202 and moving.json()["status"] == "migrating"
+    before = await gw.last_seq()
+    local = await client.post("/v1/vms/web/migrate")  # its disk is one host's local storage
+    assert local.status_code == 409 and local.json()["field"] == "disk", local.text
+    assert await gw.last_seq() == before
 
 
 async def test_an_answer_the_projection_does_not_reach_in_time_is_504(

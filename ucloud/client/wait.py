@@ -11,7 +11,9 @@ is the loop around it, with the clock, the sleep and the printer passed in.
 - ``failed`` and ``lost`` end every wait but one for ``gone``; so does ``deleting`` (someone
   deleted it) and a 404; ``crashed`` ends a wait for ``running`` only when the VM's restart
   policy is ``never`` (otherwise hostd restarts it).
-- A migration is over when the VM runs on a host other than the one it left.
+- A migration is over when the VM runs on a host other than the one it left. It failed
+  when the VM runs on where it was with a reason (``migration_failed`` keeps it running
+  there and says why; the request cleared the reason before).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def judge(target: Target, view: View | None) -> Verdict:
         return Pending()
     if _reached(target.status, status):
         if target.away_from and host in ("", target.away_from):
-            return Pending()
+            why = str(view.get("reason") or "")
+            return Failed(f"did not move: {why}") if status == "running" and why else Pending()
         return Done()
     reason = str(view.get("reason") or "")
     if status in _FATAL:

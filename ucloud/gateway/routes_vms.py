@@ -225,6 +225,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             if mirror.hosts.get(body.host) is None:
                 raise InputError("host", f"no host {body.host}")
             rules.check_migration_target(view, body.host)
+        image = mirror.images.get(view.image)
+        rules.check_migration_disk(image.view.store if image else "fs", gw.config.images)
         return ev.VmMigrationRequested(**envelope(call.principal), vm=view.id, host=body.host)
 
     async def events(call: Call) -> Answer:

@@ -7,7 +7,7 @@ gateway decides again.
 
     start    stopped, crashed                      (a running VM cannot be started)
     stop     scheduled, starting, running, crashed
-    migrate  running
+    migrate  running, on a disk every host reaches (RBD, or ``[images] shared``)
     delete   anything but deleting
     drain    a host that is not drained; undrain: a drained host
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ucloud.config import ImagesConfig
 from ucloud.errors import Refused
 from ucloud.projections.views import HostView, VmStatus, VmView
 
@@ -45,6 +46,15 @@ def check_vm(view: VmView, action: VmAction) -> None:
 def check_migration_target(view: VmView, target: str) -> None:
     if target and target == view.host:
         raise Refused("host", f"the VM already runs on {target}")
+
+
+def check_migration_disk(store: str, images: ImagesConfig) -> None:
+    """Refused (field ``disk``) when the VM's disk is on one host's local storage."""
+    if not images.shared_store(store):
+        raise Refused(
+            "disk", f"the VM's disk is on its host's local storage (image store {store}, "
+            "[images] shared = false): only VMs on RBD or a shared filesystem store can move",
+        )
 
 
 def check_host(view: HostView, action: HostAction) -> None:
