@@ -7,7 +7,8 @@ parsed out of one buffer, pull requests and JetStream API requests published on 
 
 It connects the way nats-py does from a URL alone (the event log's configuration is a
 URL): ``nats://`` or ``tls://`` schemes, a comma-separated list of servers tried in
-turn, ``user:password@`` or ``token@`` in the URL, and TLS with the system's trust store
+turn (and the cluster's other servers, learnt from the first INFO, on a reconnect),
+``user:password@`` or ``token@`` in the URL, and TLS with the system's trust store
 (``ssl.create_default_context``, which honours ``SSL_CERT_FILE``) when the scheme is
 ``tls`` or the server requires it. Client certificates, NKeys and credentials files are
 not supported (nor by the event log's configuration).
@@ -39,6 +40,8 @@ class Wire:
         self.urls = [u.strip() for u in url.split(",") if u.strip()]
         if not self.urls:
             raise LogError(f"no NATS server in {url!r}")
+        # (url, name to verify a TLS certificate against when the URL holds an address)
+        self.servers: list[tuple[str, str]] = [(u, "") for u in self.urls]
         self.name = name
         self.inbox = f"_INBOX.{os.urandom(10).hex()}"
         self.url = ""
@@ -55,9 +58,9 @@ class Wire:
     async def open(self) -> None:
         """Connect to the first server that answers; LogError naming every failure."""
         failures = []
-        for url in self.urls:
+        for url, tls_name in list(self.servers):
             try:
-                await self._open(url)
+                await self._open(url, tls_name)
             except (OSError, EOFError, TimeoutError, ValueError, LogError) as exc:
                 await self.close()
                 failures.append(f"{_redacted(url)}: {exc or type(exc).__name__}")
@@ -66,7 +69,7 @@ class Wire:
             return
         raise LogError(f"cannot connect to NATS at {'; '.join(failures)}")
 
-    async def _open(self, url: str) -> None:
+    async def _open(self, url: str, tls_name: str) -> None:
         parts = urlsplit(url if "://" in url else f"nats://{url}")
         if parts.scheme not in ("nats", "tls"):
             raise LogError(f"unsupported scheme {parts.scheme!r} (nats:// or tls://)")
@@ -78,7 +81,11 @@ class Wire:
             )
             info = json.loads((await self._reader.readuntil(b"\r\n")).removeprefix(b"INFO"))
             if parts.scheme == "tls" or info.get("tls_required"):
-                await self._writer.start_tls(ssl.create_default_context(), server_hostname=host)
+                context = ssl.create_default_context()
+                await self._writer.start_tls(context, server_hostname=tls_name or host)
+        known = {u for u, _ in self.servers}
+        learnt = cluster(url, info.get("connect_urls") or [])
+        self.servers += [server for server in learnt if server[0] not in known]
         options: dict[str, Any] = {
             "verbose": False, "pedantic": False, "headers": True, "no_responders": True,
             "protocol": 1, "lang": "python", "version": "ucloud", "name": self.name,
@@ -202,6 +209,23 @@ class Wire:
         if self._writer is None or self._writer.is_closing():
             raise LogError(f"NATS at {_redacted(self.url)}: not connected")
         self._writer.write(data)
+
+
+def cluster(url: str, connect_urls: list[str]) -> list[tuple[str, str]]:
+    """The servers a server's INFO names (``host:port``), as URLs like ``url`` (scheme and
+    credentials), each with the name to verify TLS against when it is an address."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    userinfo = parts.netloc.rpartition("@")[0]
+    out = []
+    name = parts.hostname if parts.hostname and not _is_address(parts.hostname) else ""
+    for address in connect_urls:
+        named = name if _is_address(address.rsplit(":", 1)[0].strip("[]")) else ""
+        out.append((f"{parts.scheme}://{userinfo + '@' if userinfo else ''}{address}", named))
+    return out
+
+
+def _is_address(host: str) -> bool:
+    return host.replace(".", "").isdigit() or ":" in host
 
 
 def _answer(subject: str, headers: bytes, payload: bytes) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ucloud.logreader import matcher, server_filters
-from ucloud.natswire import _redacted, header, headers_dict, status
+from ucloud.natswire import _redacted, cluster, header, headers_dict, status
 
 
 @pytest.mark.parametrize(("patterns", "subject", "matches"), [
@@ -67,3 +67,13 @@ def test_header_blocks() -> None:
 ])
 def test_urls_in_messages_hide_credentials(url: str, shown: str) -> None:
     assert _redacted(url) == shown
+
+
+def test_servers_learnt_from_info_keep_scheme_credentials_and_tls_name() -> None:
+    assert cluster("tls://u:p@nats.example:4222", ["10.0.0.2:4222", "[2001:db8::3]:4222",
+                                                    "n4.example:4222"]) == [
+        ("tls://u:p@10.0.0.2:4222", "nats.example"),
+        ("tls://u:p@[2001:db8::3]:4222", "nats.example"),
+        ("tls://u:p@n4.example:4222", ""),
+    ]
+    assert cluster("127.0.0.1:4222", ["127.0.0.1:4223"]) == [("nats://127.0.0.1:4223", "")]
