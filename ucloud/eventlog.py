@@ -340,11 +340,13 @@ class EventLog:
         ``stop``, or earlier when nothing more is stored); with ``follow`` it waits for new
         events until cancelled (or until ``stop``).
         """
-        async for batch in self.read_as(
+        reads = self.read_as(
             record_of, subjects=(filter_subject,), start=start, follow=follow, stop=stop,
             start_time=start_time, max_batch=max_batch,
-        ):
-            yield batch
+        )
+        async with contextlib.aclosing(reads) as batches:  # closed with this read, not later
+            async for batch in batches:
+                yield batch
 
     async def read_as(
         self,

@@ -14,6 +14,7 @@ removes it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
@@ -39,11 +40,13 @@ async def scan(
     From sequence ``start`` (or the first record at or after ``start_time``) to the end
     of the stream as it was when the scan began, or to ``stop``.
     """
-    async for records in log.read_as(
+    reads = log.read_as(
         record_of, subjects=subjects, start=start, start_time=start_time, stop=stop,
         max_batch=batch,
-    ):
-        yield records
+    )
+    async with contextlib.aclosing(reads) as batches:  # the consumer goes with the scan
+        async for records in batches:
+            yield records
 
 
 async def scan_events(
@@ -72,8 +75,10 @@ async def scan_events(
                 skipped.append(seq)
             return None
 
-    async for events in log.read_as(
+    reads = log.read_as(
         event, subjects=subjects, start=start, start_time=start_time, stop=stop,
         max_batch=batch,
-    ):
-        yield events
+    )
+    async with contextlib.aclosing(reads) as batches:
+        async for events in batches:
+            yield events
