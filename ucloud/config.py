@@ -120,7 +120,7 @@ class HostConfig(_Section):
     # live migration out of this host: QEMU's bandwidth cap and longest pause of the guest,
     # and how long a migration may take before it is cancelled (the VM stays here)
     migration_max_bandwidth_mib_s: Annotated[int, msgspec.Meta(ge=1)] = 1024
-    migration_downtime_ms: Annotated[int, msgspec.Meta(ge=1)] = 300
+    migration_downtime_ms: Annotated[int, msgspec.Meta(ge=1)] = 100
     migration_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
 
     def __post_init__(self) -> None:

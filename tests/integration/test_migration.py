@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -29,9 +33,22 @@ import pytest
 from tests.ceph_cluster import CephCluster
 from tests.integration.gateway_harness import Running, User, running_gateway, system
 from tests.integration.hostd_harness import built, cloud_config, kill_all
+from tests.multihost import (
+    Cluster,
+    Host,
+    Namespace,
+    Underlay,
+    cluster_config,
+    host_config,
+    namespaces,
+    ping,
+    ucloud_binary,
+)
 from ucloud import events as ev
 from ucloud.config import Config
 from ucloud.handlers.dispatcher import run as run_dispatcher
+from ucloud.handlers.liveness import run_monitor
+from ucloud.handlers.netalloc import run as run_netalloc
 from ucloud.handlers.scheduler import run as run_scheduler
 from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.plumbing import NoPlumbing
@@ -40,6 +57,8 @@ from ucloud.hostd.service import run as run_hostd
 from ucloud.ids import new_id
 from ucloud.images.rbd_store import RbdStore
 from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.net_addr import eui64
+from ucloud.servers import EmbeddedEtcd, EmbeddedNats
 from ucloud.services import ServiceContext
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -349,3 +368,210 @@ async def test_a_vm_on_local_disks_is_refused_and_nothing_is_appended(
         assert image
         await delete(pair, vm)
 
+
+
+# --- hosts in network namespaces ---------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def namespace_cloud(
+    directory: Path, *, grace_s: float = 60.0, lease_ttl_s: int = 10
+) -> AsyncIterator[Cluster]:
+    """Three hosts in namespaces on an IPv6 underlay, each running ``ucloud serve hostd``
+    (host 1 routes the VM networks and is drained), one filesystem store that all of them
+    share (``[images] shared``), and the gateway, projector, netalloc, scheduler,
+    dispatcher and liveness monitor in this event loop."""
+    with namespaces() as made:
+        underlay = Underlay(made)
+        nats = EmbeddedNats(directory / "nats", host=underlay.server_address).start()
+        etcd = EmbeddedEtcd(directory / "etcd", host=underlay.server_address, fsync=False)
+        members: list[Host] = []
+        try:
+            etcd.start()
+            config = cluster_config(directory, underlay, nats.url, etcd.endpoint)
+            config = msgspec.structs.replace(
+                config,
+                images=msgspec.structs.replace(
+                    config.images, shared=True, disks_dir=str(directory / "disks")),
+                scheduler=msgspec.structs.replace(config.scheduler, evacuate_after_s=grace_s),
+            )
+            for n in (1, 2, 3):
+                space, address = underlay.host(n)
+                folder = directory / f"h{n}"
+                folder.mkdir(parents=True, exist_ok=True)
+                mine = host_config(config, directory, n, address, n == 1)
+                mine = msgspec.structs.replace(
+                    mine, host=msgspec.structs.replace(mine.host, lease_ttl_s=lease_ttl_s))
+                members.append(Host(space, mine, folder))
+            async with running_gateway(config) as gw:
+                cluster = Cluster(made, underlay, config, gw, members)
+                for name, service in (("netalloc", run_netalloc), ("scheduler", run_scheduler),
+                                      ("dispatcher", run_dispatcher), ("monitor", run_monitor)):
+                    ctx = ServiceContext(config=config, log=gw.log, store=gw.store, name=name,
+                                         data_dir=directory)
+                    cluster.tasks.append(asyncio.create_task(service(ctx), name=name))
+                try:
+                    for host in members:
+                        host.start()
+                    await _all_up(cluster)
+                    admin = gw.client(gw.admin)
+                    drained = await admin.post(f"/v1/hosts/{members[0].id}/drain")
+                    assert drained.status_code == 202, drained.text
+                    yield cluster
+                finally:
+                    for task in cluster.tasks:
+                        task.cancel()
+                    for task in cluster.tasks:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+        finally:
+            for host in members:
+                await asyncio.to_thread(host.stop)
+                shutil.rmtree(host.config.host.runtime_dir, ignore_errors=True)
+            nats.stop()
+            etcd.stop()
+
+
+async def _all_up(cluster: Cluster, timeout: float = 90) -> None:
+    admin = cluster.gw.client(cluster.gw.admin)
+    wanted = {host.id for host in cluster.hosts}
+    deadline = time.monotonic() + timeout
+    while True:
+        hosts = (await admin.get("/v1/hosts")).json()
+        if {h["id"] for h in hosts if h["state"] == "up"} >= wanted:
+            return
+        cluster.check()
+        assert time.monotonic() < deadline, "the hosts did not come up"
+        await asyncio.sleep(0.3)
+
+
+async def eventually(cluster: Cluster, what: str, check: Any, timeout: float = 120) -> Any:
+    """Poll the (async) ``check`` until it is true."""
+    deadline = time.monotonic() + timeout
+    while not (value := await check()):
+        cluster.check()
+        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
+        await asyncio.sleep(0.3)
+    return value
+
+
+async def shared_tiny(cluster: Cluster) -> str:
+    """The tiny guest, public, in the filesystem store every host reads."""
+    qcow2 = await asyncio.to_thread(built, "tiny")
+    image = new_id()
+    raw = Path(cluster.config.data_dir) / f"{image}.raw.tmp"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(
+        subprocess.run, ["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True
+    )
+    store = FsStore(images_dir(cluster.config), disks_dir(cluster.config))
+    size = await asyncio.to_thread(store.import_raw, image, raw)
+    raw.unlink(missing_ok=True)
+    await cluster.gw.append(
+        ev.ImageRequested(**system(), image=image, owner="admin", name="tiny", file=new_id(),
+                          public=True),
+        ev.ImageCreated(**system(), image=image, size=size, checksum="0"),
+    )  # fmt: skip
+    return image
+
+
+async def lan(cluster: Cluster, user: User, name: str) -> dict[str, Any]:
+    client = cluster.gw.client(user)
+    answer = await client.post("/v1/networks", json={"name": name, "ipam": "auto"})
+    assert answer.status_code == 202, answer.text
+
+    async def created() -> dict[str, Any] | None:
+        view: dict[str, Any] = (await client.get(f"/v1/networks/{name}")).json()
+        return view if view["status"] == "created" else None
+
+    found: dict[str, Any] = await eventually(cluster, f"network {name}", created, 30)
+    return found
+
+
+class Pinger:
+    """``ping`` every 20 ms from a namespace, for as long as it runs; then its counts."""
+
+    def __init__(self, space: Namespace, target: str) -> None:
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", space.name, "ping", "-6", "-n", "-i", "0.02", "-W", "1",
+             target],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+
+    def stop(self) -> tuple[int, int, str]:
+        """(sent, answered, ping's summary)."""
+        self.process.send_signal(signal.SIGINT)
+        out, _ = self.process.communicate(timeout=10)
+        found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert found, out[-2000:]
+        return int(found[1]), int(found[2]), out.strip().splitlines()[-2]
+
+
+def cli(url: str, token: str, home: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The real ``ucloud`` command, as a client of the gateway at ``url``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UCLOUD_")}
+    env |= {"UCLOUD_URL": url, "UCLOUD_TOKEN": token, "UCLOUD_CONFIG_DIR": str(home)}
+    return subprocess.run([ucloud_binary(), *argv], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.mark.root
+@pytest.mark.netns
+async def test_a_vm_moves_between_namespace_hosts_while_pinged(tmp_path: Path) -> None:
+    async with namespace_cloud(tmp_path) as cluster:
+        router, h2, h3 = cluster.hosts
+        alice = await cluster.gw.new_user("alice")
+        await shared_tiny(cluster)
+        net = await lan(cluster, alice, "lan")
+        client = cluster.gw.client(alice)
+        answer = await client.post("/v1/vms", json={
+            "name": "pinged", "image": "tiny", "cpu": 1, "ram": "128M", "ssd": 1,
+            "networks": ["lan"]})  # fmt: skip
+        assert answer.status_code == 202, answer.text
+        vm = answer.json()["id"]
+
+        async def running() -> dict[str, Any] | None:
+            view: dict[str, Any] = (await client.get(f"/v1/vms/{vm}")).json()
+            return view if view["status"] == "running" else None
+
+        before = await eventually(cluster, "the VM running", running)
+        source = cluster.host(before["host"])
+        target = h3 if source is h2 else h2
+        nic = before["nics"][0]
+        assert nic["address"] == eui64(net["prefix"], nic["mac"])
+
+        async def answers() -> bool:
+            return await asyncio.to_thread(ping, router.space, nic["address"])
+
+        await eventually(cluster, f"{nic['address']} answering", answers)
+        pinger = Pinger(router.space, nic["address"])
+        await asyncio.sleep(2)
+        moved = await asyncio.to_thread(
+            cli, cluster.gw.url, cluster.gw.admin.token, tmp_path / "cli", "vm", "migrate", vm,
+            "--wait", "--timeout", "120",
+        )
+        assert moved.returncode == 0, moved.stderr + moved.stdout
+        await asyncio.sleep(2)
+        sent, answered, summary = pinger.stop()
+        print(f"ping every 20 ms across the migration: {summary}")
+        assert sent > 150 and sent - answered <= 10, summary  # a few packets at most
+
+        shown = await asyncio.to_thread(cli, cluster.gw.url, cluster.gw.admin.token,
+                                        tmp_path / "cli", "vm", "show", vm)
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(rf"host:\s+{target.id}", shown.stdout), shown.stdout
+        after = (await client.get(f"/v1/vms/{vm}")).json()
+        assert after["status"] == "running" and after["host"] == target.id
+        assert after["nics"] == before["nics"]  # same MAC, same address
+        assert await asyncio.to_thread(ping, router.space, nic["address"], tries=3)
+        serial = RuntimeDir(Path(target.config.host.runtime_dir), vm).serial
+        assert UP_LINE not in serial.read_text(errors="replace")  # it did not boot there
+        left = RuntimeDir(Path(source.config.host.runtime_dir), vm)
+        assert QemuProcess().pid(left) is None and not left.path.exists()
+        assert (await client.delete(f"/v1/vms/{vm}")).status_code == 202
+
+        async def gone() -> bool:
+            return (await client.get(f"/v1/vms/{vm}")).status_code == 404
+
+        await eventually(cluster, "the VM deleted", gone, 60)

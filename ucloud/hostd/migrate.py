@@ -15,7 +15,8 @@ says why). A QEMU that waits longer than ``host.migration_timeout_s`` plus a mar
 ended with ``vm.migration_failed``.
 
 Sending (``host.<me>.vm_migrate_out``, ``send``), under the VM's lock: migration events
-on, ``max-bandwidth`` and ``downtime-limit`` from ``[host]``, ``migrate <uri>``, then
+and auto-converge on, ``max-bandwidth`` and ``downtime-limit`` from ``[host]``,
+``migrate <uri>``, then
 ``query-migrate`` every 50 ms until it is completed, failed or cancelled (or the timeout:
 ``migrate_cancel``). Completed: ``vm.migrated {from me, to}``, QEMU (paused after the
 hand-over) quits, taps and runtime directory go, ``host.<me>.vm_released``. Anything
@@ -68,6 +69,9 @@ POLL_S = 0.05
 MIB = 1 << 20
 INCOMING_MARGIN_S = 30.0  # a receiving QEMU waits this much longer than a sender tries
 EVENTS_ON = {"capabilities": [{"capability": "events", "state": True}]}
+# the sender also slows a guest that dirties memory faster than it can be sent, so that a
+# busy guest still fits the downtime limit
+SENDER = {"capabilities": [{"capability": c, "state": True} for c in ("events", "auto-converge")]}
 FINAL = ("completed", "failed", "cancelled")
 
 
@@ -289,7 +293,7 @@ async def _migrate(hostd: Hostd, machine: Machine, uri: str) -> MigrationFigures
         return MigrationFigures(status="failed", error=f"QEMU does not run on {hostd.me}")
     session = await machine.attach()
     settings = hostd.host
-    await session.execute("migrate-set-capabilities", EVENTS_ON)
+    await session.execute("migrate-set-capabilities", SENDER)
     await session.execute("migrate-set-parameters", {
         "max-bandwidth": settings.migration_max_bandwidth_mib_s * MIB,
         "downtime-limit": settings.migration_downtime_ms,
