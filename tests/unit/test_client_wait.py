@@ -16,6 +16,7 @@ from ucloud.client.wait import (
     Verdict,
     follow,
     judge,
+    judge_resource,
 )
 from ucloud.errors import WaitFailed
 from ucloud.projections.views import VmStatus
@@ -131,3 +132,20 @@ def test_follow_gives_up_after_the_timeout_naming_the_last_status() -> None:
                interval=0.5, report=lambda line: None, clock=clock, sleep=clock.sleep)
     assert clock.now == pytest.approx(2.0)
     assert len(polls) == 4
+
+
+@pytest.mark.parametrize(
+    ("target", "view", "verdict"),
+    [
+        ("created", {"status": "requested"}, Pending()),
+        ("created", {"status": "created"}, Done()),
+        ("created", {"status": "failed", "reason": "no VNI left"}, Failed("failed: no VNI left")),
+        ("created", {"status": "deleting"}, Failed("is being deleted")),
+        ("created", None, Failed("no longer exists")),
+        (GONE, {"status": "deleting"}, Pending()),
+        (GONE, {"status": "failed", "reason": "in use"}, Failed("failed: in use")),
+        (GONE, None, Done()),
+    ],
+)
+def test_judge_resource(target: str, view: dict[str, Any] | None, verdict: Verdict) -> None:
+    assert judge_resource(Target(target), view) == verdict

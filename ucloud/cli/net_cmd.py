@@ -8,19 +8,12 @@ for manual and auto, a /64. ``--wait`` follows it until it is ``created`` (or sa
 from __future__ import annotations
 
 import argparse
-import functools
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ucloud.client.args import add_client_options, emit, note, open_gateway
-from ucloud.client.http import GatewayClient, path
 from ucloud.client.output import NONE, fields, table, when
-from ucloud.errors import ApiError, WaitFailed
-
-POLL_INTERVAL_S = 0.3
-DEFAULT_TIMEOUT_S = 60.0
-GONE = "gone"
+from ucloud.client.resource import Resource
+from ucloud.client.wait import GONE
 
 View = Mapping[str, Any]
 
@@ -34,118 +27,17 @@ def register(sub: Any) -> None:
         "--ipam", choices=("none", "manual", "auto"), default="none",
         help="none: layer 2 only; manual: a /64; auto: a /64 and router adverts (SLAAC)",
     )
-    _wait_options(create, "created")
+    NETWORKS.add_wait_options(create, "created")
     create.set_defaults(func=_create)
-    listing = verbs.add_parser("list", help="list your networks (an admin sees all)")
-    add_client_options(listing)
-    listing.set_defaults(func=_list)
-    show = verbs.add_parser("show", help="show one network")
-    show.add_argument("id", help="network id or name")
-    add_client_options(show)
-    show.set_defaults(func=_show)
+    NETWORKS.add_reads(verbs, listing_help="list your networks (an admin sees all)")
     delete = verbs.add_parser("delete", help="delete a network (refused while VMs use it)")
     delete.add_argument("id", help="network id or name")
-    _wait_options(delete, GONE)
-    delete.set_defaults(func=_delete)
-
-
-def _wait_options(parser: argparse.ArgumentParser, target: str) -> None:
-    parser.add_argument("--wait", action="store_true", help=f"wait until the network is {target}")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help=f"give up waiting after this many seconds "
-                             f"(default {DEFAULT_TIMEOUT_S:g})")
-    parser.set_defaults(target=target)
-    add_client_options(parser)
+    NETWORKS.add_wait_options(delete, GONE)
+    delete.set_defaults(func=NETWORKS.delete)
 
 
 def _create(args: argparse.Namespace) -> int:
-    with open_gateway(args) as gateway:
-        net = gateway.post("/v1/networks", {"name": args.name, "ipam": args.ipam})
-        return _finish(args, gateway, net)
-
-
-def _delete(args: argparse.Namespace) -> int:
-    with open_gateway(args) as gateway:
-        net = gateway.delete(path("v1", "networks", args.id))
-        return _finish(args, gateway, net)
-
-
-def _list(args: argparse.Namespace) -> int:
-    with open_gateway(args) as gateway:
-        emit(args, gateway.get("/v1/networks"), render_nets)
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    with open_gateway(args) as gateway:
-        emit(args, gateway.get(path("v1", "networks", args.id)), render_net)
-    return 0
-
-
-def _finish(args: argparse.Namespace, gateway: GatewayClient, net: View) -> int:
-    if not args.wait:
-        emit(args, net, render_net)
-        return 0
-    ident = str(net["id"])
-    final = follow(
-        functools.partial(_fetch, gateway, ident), args.target, name=str(net.get("name")),
-        first=net, timeout=args.timeout, report=functools.partial(note, args),
-    )
-    if final is not None:
-        emit(args, final, render_net)
-    elif args.output == "json":
-        emit(args, {"id": ident, "status": GONE}, render_net)
-    return 0
-
-
-def _fetch(gateway: GatewayClient, ident: str) -> View | None:
-    try:
-        view: View = gateway.get(path("v1", "networks", ident))
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return view
-
-
-def verdict(target: str, view: View | None) -> bool | str:
-    """True: the wait is over; False: go on; a string: it failed, and why."""
-    if view is None:
-        return True if target == GONE else "no longer exists"
-    status = str(view.get("status", ""))
-    if status == target:
-        return True
-    if status == "failed" and target != GONE:
-        return f"failed: {view.get('reason') or 'no reason given'}"
-    return False
-
-
-def follow(
-    fetch: Callable[[], View | None], target: str, *, name: str, first: View | None,
-    timeout: float, report: Callable[[str], None],
-    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-) -> View | None:
-    """Poll until ``verdict`` ends the wait; the last view (None when gone)."""
-    deadline = clock() + timeout
-    seen = ""
-    view = first
-    while True:
-        status = GONE if view is None else str(view.get("status", ""))
-        if status != seen:
-            report(f"{name}: {status}" if not seen else f"{name}: {seen} -> {status}")
-            seen = status
-        outcome = verdict(target, view)
-        if outcome is True:
-            return view
-        if isinstance(outcome, str):
-            raise WaitFailed(f"network {name} {outcome}")
-        if clock() >= deadline:
-            raise WaitFailed(
-                f"gave up waiting for network {name} to be {target} after {timeout:g}s "
-                f"(last status: {status}); see `ucloud net show {name}`"
-            )
-        sleep(POLL_INTERVAL_S)
-        view = fetch()
+    return NETWORKS.create(args, {"name": args.name, "ipam": args.ipam})
 
 
 def render_nets(nets: Sequence[View]) -> str:
@@ -171,3 +63,9 @@ def render_net(net: View) -> str:
         ("prefix", str(net.get("prefix") or NONE)),
         ("created", when(net.get("created_at"))),
     ])
+
+
+NETWORKS = Resource(
+    noun="net", collection="networks", render_one=render_net, render_many=render_nets,
+    timeout_s=60.0, poll_s=0.3,
+)

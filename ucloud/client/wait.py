@@ -79,6 +79,20 @@ def judge(target: Target, view: View | None) -> Verdict:
     return Pending()
 
 
+def judge_resource(target: Target, view: View | None) -> Verdict:
+    """The rule for images and networks: reach the status, or fail saying why."""
+    if view is None:
+        return Done() if target.status == GONE else Failed("no longer exists")
+    status = str(view.get("status", ""))
+    if status == target.status:
+        return Done()
+    if status == "failed":
+        return Failed(f"failed: {view.get('reason') or 'no reason given'}")
+    if status == "deleting" and target.status != GONE:
+        return Failed("is being deleted")
+    return Pending()
+
+
 def progress(name: str, before: str | None, view: View | None) -> str:
     """The line printed when the status changes: ``web: requested -> scheduled on h1``."""
     status = GONE if view is None else str(view.get("status", ""))
@@ -96,10 +110,15 @@ def follow(
     timeout: float,
     interval: float,
     report: Callable[[str], None],
+    rule: Callable[[Target, View | None], Verdict] = judge,
+    noun: str = "vm",
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> View | None:
-    """Poll until ``judge`` says done; the last view (None when gone). WaitFailed otherwise."""
+    """Poll until ``rule`` says done; the last view (None when gone). WaitFailed otherwise.
+
+    ``noun`` names the resource in messages and in the ``ucloud <noun> show`` hint.
+    """
     deadline = clock() + timeout
     seen: str | None = None
     view = first
@@ -108,17 +127,17 @@ def follow(
         if status != seen:
             report(progress(name, seen, view))
             seen = status
-        verdict = judge(target, view)
+        verdict = rule(target, view)
         if isinstance(verdict, Done):
             return view
         if isinstance(verdict, Failed):
-            raise WaitFailed(f"vm {name} {verdict.reason}")
+            raise WaitFailed(f"{noun} {name} {verdict.reason}")
         left = deadline - clock()
         if left <= 0:
             wanted = target.status + (f" away from {target.away_from}" if target.away_from else "")
             raise WaitFailed(
-                f"gave up waiting for vm {name} to be {wanted} after {timeout:g}s "
-                f"(last status: {status}); see `ucloud vm show {name}`"
+                f"gave up waiting for {noun} {name} to be {wanted} after {timeout:g}s "
+                f"(last status: {status}); see `ucloud {noun} show {name}`"
             )
         sleep(min(interval, left))
         view = fetch()
