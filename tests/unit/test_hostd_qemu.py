@@ -10,8 +10,9 @@ import pytest
 from ucloud.config import HostConfig, decode
 from ucloud.errors import ConfigError, VmError
 from ucloud.hostd.accel import Accelerator, Fingerprint, Probed, choose
-from ucloud.hostd.console import read_chunk, url_of
+from ucloud.hostd.console import read_chunk
 from ucloud.hostd.qemu import Launch, RuntimeDir, TapNic, qemu_argv
+from ucloud.listen import url_of
 
 VM = "0192f3a4-0000-7000-8000-000000000001"
 

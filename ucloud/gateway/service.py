@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 
 from ucloud.config import Config
-from ucloud.errors import ConfigError, Refused, ServerError
+from ucloud.errors import Refused
 from ucloud.gateway import login
 from ucloud.gateway.app import build_app
 from ucloud.gateway.auth import ADMIN_REALM
 from ucloud.gateway.routes_users import create_user
 from ucloud.gateway.state import Gateway
+from ucloud.listen import Server, url_of
+from ucloud.listen import bind as listen_socket
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -33,45 +33,11 @@ ADMIN = "admin"
 _STOP_S = 5
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the supervisor owns the signals
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"[::1]:8080"`` -> ("::1", 8080), ``"127.0.0.1:0"`` -> ("127.0.0.1", 0)."""
-    host, sep, port = listen.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError as exc:
-        raise ConfigError("gateway.listen", f"{listen!r} is not ADDRESS:PORT") from exc
-    if not sep or not 0 <= number < 65536:
-        raise ConfigError("gateway.listen", f"{listen!r} is not ADDRESS:PORT")
-    return host, number
-
-
 def bind(listen: str) -> socket.socket:
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-    # without it every answer waits for the client's delayed ACK (~40 ms).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ServerError(f"gateway cannot listen on {listen}: {exc}") from exc
+    sock = listen_socket(listen, "gateway.listen")
     sock.set_inheritable(True)
     return sock
 
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def bootstrap_admin(gw: Gateway, path: str) -> bool:
@@ -105,7 +71,7 @@ async def serve(gw: Gateway, sock: socket.socket, ctx: ServiceContext | None = N
         build_app(gw), log_config=None, access_log=False, lifespan="off", server_header=False,
         timeout_graceful_shutdown=_STOP_S,
     )
-    server = _Server(config)
+    server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-uvicorn")
     try:
         while not server.started and not task.done():

@@ -20,11 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import logging
 import secrets
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -34,8 +31,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ucloud.errors import ConfigError, InputError, ServerError
+from ucloud.errors import InputError, ServerError
 from ucloud.events.base import valid_token
+from ucloud.listen import Server, bind, url_of
 from ucloud.store import Store
 
 log = logging.getLogger(__name__)
@@ -88,42 +86,6 @@ def _whole_chars(raw: bytes) -> bytes:
             return raw if back >= need else raw[:-back]
     return raw
 
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``"[::1]:0"`` -> ("::1", 0); ConfigError naming ``host.console_listen`` otherwise."""
-    host, sep, port = listen.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError as exc:
-        raise ConfigError("host.console_listen", f"{listen!r} is not ADDRESS:PORT") from exc
-    if not sep or not 0 <= number < 65536:
-        raise ConfigError("host.console_listen", f"{listen!r} is not ADDRESS:PORT")
-    return host, number
-
-
-def bind(listen: str) -> socket.socket:
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ServerError(f"console endpoint cannot listen on {listen}: {exc}") from exc
-    return sock
-
-
-def url_of(sock: socket.socket, advertised: str = "") -> str:
-    """The URL of ``sock``; an unspecified address (``::``) is replaced by ``advertised``."""
-    host, port = sock.getsockname()[:2]
-    if ipaddress.ip_address(host).is_unspecified:
-        host = advertised or ("::1" if ":" in host else "127.0.0.1")
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def console_app(runtime_root: Path, token: str) -> Starlette:
     """The console endpoint: serial logs under ``runtime_root``, for holders of ``token``."""
     expected = f"Bearer {token}".encode()
@@ -160,23 +122,17 @@ def _integer(text: str, field: str) -> int:
         raise InputError(field, f"{text!r} is not a whole number") from None
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the supervisor owns the signals
-
-
 async def serve_consoles(
     store: Store, key: str, listen: str, advertised: str, runtime_root: Path
 ) -> None:
     """Serve the console endpoint and publish it at ``key`` until cancelled."""
     token = secrets.token_urlsafe(32)
-    sock = bind(listen)
+    sock = bind(listen, "host.console_listen")
     config = uvicorn.Config(
         console_app(runtime_root, token), log_config=None, access_log=False, lifespan="off",
         server_header=False, timeout_graceful_shutdown=1,
     )
-    server = _Server(config)
+    server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="hostd-console")
     try:
         while not server.started and not task.done():
