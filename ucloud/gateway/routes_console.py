@@ -15,6 +15,7 @@ import msgspec
 
 from ucloud.errors import Forbidden, InputError, NotFound, Refused
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson
+from ucloud.gateway.lookup import owned
 from ucloud.gateway.state import Gateway
 from ucloud.hostd.console import MAX_CHUNK, ConsoleChunk, ConsoleEndpoint, endpoint_key
 
@@ -26,12 +27,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
 
     async def console(call: Call) -> Answer:
         principal, ident = call.principal, call.params["id"]
-        entry = mirror.vms.get(ident)
-        if entry is None or not principal.sees(entry.view.owner):
-            entry = mirror.vms.named(principal.name, ident)
-        if entry is None:
-            raise NotFound("id", f"no VM {ident}")
-        view = entry.view
+        view = owned(mirror.vms, principal, ident, "VM").view
         if view.owner != principal.name:
             raise Forbidden("id", "only the VM's owner may read its console")
         offset = _integer(call.request.query_params.get("offset", "0"), "offset")

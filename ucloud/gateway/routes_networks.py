@@ -11,14 +11,12 @@ seen. A network another user owns does not exist for you (404); admins see all.
 
 from __future__ import annotations
 
-import uuid
-
 from ucloud import events as ev
-from ucloud.errors import ConflictError, InputError, NotFound, Refused
-from ucloud.events.base import valid_token
+from ucloud.errors import ConflictError, NotFound, Refused
 from ucloud.events.types import Ipam
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
+from ucloud.gateway.lookup import check_resource_name, owned
 from ucloud.gateway.mirror import Entry
 from ucloud.gateway.schemas import Request
 from ucloud.gateway.state import Gateway, envelope
@@ -35,26 +33,14 @@ class NetCreate(Request, kw_only=True):
 
 
 def check_net_name(name: str) -> None:
-    if not valid_token(name) or len(name) > 63:
-        raise InputError("name", "use 1-63 letters, digits, '-' or '_'")
-    try:
-        uuid.UUID(name)
-    except ValueError:
-        return
-    raise InputError("name", "must not look like a network id")
+    check_resource_name(name, "network")
 
 
 def endpoints(gw: Gateway) -> list[Endpoint]:
     mirror = gw.mirror
 
     def find(principal: Principal, ident: str) -> Entry[NetView]:
-        entry = mirror.nets.get(ident)
-        if entry is not None and principal.sees(entry.view.owner):
-            return entry
-        entry = mirror.nets.named(principal.name, ident)
-        if entry is None:
-            raise NotFound("id", f"no network {ident}")
-        return entry
+        return owned(mirror.nets, principal, ident, "network")
 
     async def attached(net: str) -> list[str]:
         """Names (ids where unknown) of the VMs attached to ``net``, sorted."""

@@ -27,12 +27,13 @@ from ucloud import events as ev
 from ucloud.errors import InputError, NotFound
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
+from ucloud.gateway.lookup import own_networks, visible_image
 from ucloud.gateway.schemas import QuoteAnswer, QuoteLine, QuoteRequest
 from ucloud.gateway.sizes import parse_positive_size, parse_size
 from ucloud.gateway.state import Gateway
 from ucloud.ids import new_id
 from ucloud.projections.mirror import Mirror
-from ucloud.projections.views import ImageView, OrderView
+from ucloud.projections.views import OrderView
 from ucloud.replay.prices import PriceTable, Quote, load_prices, quote
 
 MAX_CPU = 1024  # as many as a VM may have (``routes_vms.MAX_CPU``; a test holds them equal)
@@ -117,32 +118,9 @@ def vm_spec(cpu: int, ram: int | str, ssd: int | str, hdd: int | str) -> ev.Reso
     )
 
 
-def visible_image(mirror: Mirror, principal: Principal, ident: str) -> ImageView | None:
-    """The image ``ident`` (id, or name of your own or of a public one) if you may use it."""
-    entry = mirror.images.get(ident)
-    if entry is not None and (entry.view.public or principal.sees(entry.view.owner)):
-        return entry.view
-    entry = mirror.images.named(principal.name, ident)
-    if entry is not None:
-        return entry.view
-    return next(
-        (e.view for e in mirror.images.all() if e.view.public and e.view.name == ident), None
-    )
-
-
 def count_networks(mirror: Mirror, principal: Principal, idents: list[str]) -> int:
     """How many NICs the networks ``idents`` (yours, each once) give a VM."""
-    found: set[str] = set()
-    for index, ident in enumerate(idents):
-        entry = mirror.nets.get(ident)
-        if entry is None or entry.view.owner != principal.name:
-            entry = mirror.nets.named(principal.name, ident)
-        if entry is None:
-            raise InputError(f"networks[{index}]", f"no network {ident} of yours")
-        if entry.view.id in found:
-            raise InputError(f"networks[{index}]", f"network {ident} is listed twice")
-        found.add(entry.view.id)
-    return len(found)
+    return len(own_networks(mirror, principal, idents, created=False))
 
 
 def quote_answer(priced: Quote) -> QuoteAnswer:

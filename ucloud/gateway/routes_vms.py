@@ -13,7 +13,6 @@ A VM another user owns does not exist for you: every lookup answers 404 (admins 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 
 from ucloud import events as ev
@@ -22,6 +21,7 @@ from ucloud.events.base import valid_token
 from ucloud.gateway import rules
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
+from ucloud.gateway.lookup import check_resource_name, own_networks, owned, visible_image
 from ucloud.gateway.routes_orders import draft_order
 from ucloud.gateway.routes_users import own_keys
 from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
@@ -47,54 +47,25 @@ def new_mac(random: Callable[[int], bytes] = os.urandom) -> str:
 
 
 def check_vm_name(name: str) -> None:
-    if not valid_token(name) or len(name) > 63:
-        raise InputError("name", "use 1-63 letters, digits, '-' or '_'")
-    try:
-        uuid.UUID(name)
-    except ValueError:
-        return
-    raise InputError("name", "must not look like a VM id")
+    check_resource_name(name, "VM")
 
 
 def endpoints(gw: Gateway) -> list[Endpoint]:
     mirror = gw.mirror
 
     def find(principal: Principal, ident: str) -> Entry[VmView]:
-        entry = mirror.vms.get(ident)
-        if entry is not None and principal.sees(entry.view.owner):
-            return entry
-        entry = mirror.vms.named(principal.name, ident)
-        if entry is None:
-            raise NotFound("id", f"no VM {ident}")
-        return entry
+        return owned(mirror.vms, principal, ident, "VM")
 
     def resolve_image(principal: Principal, ident: str) -> str:
-        entry = mirror.images.get(ident)
-        if entry is None or not (entry.view.public or principal.sees(entry.view.owner)):
-            entry = mirror.images.named(principal.name, ident) or next(
-                (e for e in mirror.images.all() if e.view.public and e.view.name == ident), None
-            )
-        if entry is None:
+        image = visible_image(mirror, principal, ident)
+        if image is None:
             raise InputError("image", f"no image {ident} visible to you")
-        if entry.view.status != "created":
-            raise Refused("image", f"image {ident} is {entry.view.status}, not created")
-        return entry.view.id
+        if image.status != "created":
+            raise Refused("image", f"image {ident} is {image.status}, not created")
+        return image.id
 
     def resolve_networks(principal: Principal, idents: list[str]) -> list[str]:
-        found: list[str] = []
-        for index, ident in enumerate(idents):
-            field = f"networks[{index}]"
-            entry = mirror.nets.get(ident)
-            if entry is None or entry.view.owner != principal.name:
-                entry = mirror.nets.named(principal.name, ident)
-            if entry is None:
-                raise InputError(field, f"no network {ident} of yours")
-            if entry.view.status != "created":
-                raise Refused(field, f"network {ident} is {entry.view.status}, not created")
-            if entry.view.id in found:
-                raise InputError(field, f"network {ident} is listed twice")
-            found.append(entry.view.id)
-        return found
+        return [net.id for net in own_networks(mirror, principal, idents, created=True)]
 
     def resolve_keys(principal: Principal, idents: list[str] | None) -> tuple[str, ...]:
         mine = own_keys(gw, principal)
