@@ -85,10 +85,7 @@ class Pair:
         self.tasks[name] = asyncio.create_task(service(ctx), name=f"test:{name}")
 
     async def stop(self, name: str) -> None:
-        task = self.tasks.pop(name)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancelled(self.tasks.pop(name))
 
     def hostd(self, host: str) -> Hostd:
         found = self.contexts[host].extra.get("hostd")
@@ -146,6 +143,16 @@ class Pair:
             "human-monitor-command", {"command-line": "xp /gx 0xfed000f0"}
         )
         return int(str(said).split(":")[1].strip(), 16)
+
+
+async def cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it ends (on Python 3.11 a cancel that arrives as an inner
+    wait completes can be swallowed)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
 
 
 @contextlib.asynccontextmanager
@@ -420,10 +427,7 @@ async def namespace_cloud(
                     yield cluster
                 finally:
                     for task in cluster.tasks:
-                        task.cancel()
-                    for task in cluster.tasks:
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                        await cancelled(task)
         finally:
             for host in members:
                 await asyncio.to_thread(host.stop)
@@ -445,11 +449,18 @@ async def _all_up(cluster: Cluster, timeout: float = 90) -> None:
         await asyncio.sleep(0.3)
 
 
-async def eventually(cluster: Cluster, what: str, check: Any, timeout: float = 120) -> Any:
-    """Poll the (async) ``check`` until it is true."""
+async def eventually(
+    cluster: Cluster, what: str, check: Any, timeout: float = 120, *, hosts_alive: bool = True
+) -> Any:
+    """Poll the (async) ``check`` until it is true (and the services and hosts keep running,
+    or only the services when ``hosts_alive`` is false)."""
     deadline = time.monotonic() + timeout
     while not (value := await check()):
-        cluster.check()
+        if hosts_alive:
+            cluster.check()
+        for task in cluster.tasks:
+            if task.done() and not task.cancelled():
+                raise AssertionError(f"{task.get_name()} ended: {task.exception()!r}")
         assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
         await asyncio.sleep(0.3)
     return value

@@ -30,7 +30,7 @@ LATER = AT + timedelta(seconds=GRACE)
 SPEC = ev.Resources(cpu=1, ram_mib=128, ssd_mib=1024)
 
 
-def e(cls: type[ev.Event], **fields: Any) -> ev.Event:
+def e(cls: type[ev.VmEvent], **fields: Any) -> ev.Event:
     return cls(id=f"id-{cls.tag()}", at=AT, actor="t", vm="v", **fields)
 
 

@@ -35,7 +35,8 @@ REQUESTED = e(ev.VmRequested, vm=VM, owner="o", name="n", spec=SPEC, image="i")
 RUNNING = (REQUESTED, e(ev.VmScheduled, vm=VM, host="h1"), e(ev.VmStarted, vm=VM, host="h1"))
 ASK = e(ev.VmMigrationRequested, "ask", vm=VM)
 ASK_H2 = e(ev.VmMigrationRequested, "ask2", vm=VM, host="h2")
-READY = e(ev.VmMigrationReady, vm=VM, host="h2", uri="tcp:[fd00::2]:4444")
+READY = ev.VmMigrationReady(id="ready", at=AT, actor="t", vm=VM, host="h2",
+                            uri="tcp:[fd00::2]:4444")
 
 
 def test_the_fold_follows_the_migration_in_flight() -> None:
@@ -77,7 +78,7 @@ def test_judge_a_request(
     assert judge(fold(history), request_) == verdict
 
 
-def cap(name: str, used: Resources = ev.NOTHING, **state: bool) -> HostCapacity:
+def cap(name: str, used: Resources = ev.NOTHING, **state: Any) -> HostCapacity:
     return HostCapacity(id=name, capacity=BIG, used=used, **state)
 
 
