@@ -261,20 +261,21 @@ class LogReader(Generic[T]):
             except LogError as exc:
                 raise _Lost(str(exc), broken=True) from exc
             self._take(frames)
-            items = self._items
-            if self._done:
-                self._items = []
-                for at in range(0, len(items), self.max_batch):
-                    yield items[at : at + self.max_batch]
-                return
-            if not items or (len(items) < self.max_batch and self._pending and frames):
-                continue  # more is on its way: a fuller batch
-            cut = len(items) if not self._pending or not frames else (
-                len(items) - len(items) % self.max_batch
-            )
+            items, size = self._items, self.max_batch
+            more = self._pending and frames and not self._done  # and on its way
+            if not items or (more and len(items) < size):
+                if self._done:
+                    return
+                continue
+            cut = len(items) - len(items) % size if more else len(items)
             self._items = items[cut:]
-            for at in range(0, cut, self.max_batch):
-                yield items[at : at + self.max_batch]
+            if cut == len(items) <= size:
+                yield items  # the common case: no copy
+            else:
+                for at in range(0, cut, size):
+                    yield items[at : at + size]
+            if self._done:
+                return
 
     def _ask(self) -> None:
         """Keep three pulls' worth of messages asked for (no more than a snapshot needs)."""
@@ -292,39 +293,52 @@ class LogReader(Generic[T]):
             self._requested += batch
 
     def _take(self, frames: list[Frame]) -> None:
-        """Fold frames into ``_items``; _Lost on a gap or a consumer that went away."""
+        """Fold frames into ``_items``; _Lost on a gap or a consumer that went away.
+
+        The hot loop of every read: the counters live in locals and are written back when
+        it ends, however it ends, and before a status message is looked at.
+        """
         consumer, keep, make, items = self._consumer, self.keep, self.make, self._items
-        end = self.end
-        for subject, reply, headers, payload in frames:
-            if not reply:
-                if subject == self._inbox:
-                    self._status(headers)
-                continue
-            tokens = reply.split(b".")
-            at = 3 if len(tokens) == 9 else 5
-            if tokens[at] != consumer:
-                continue  # from a consumer this read has dropped
-            dseq = int(tokens[at + 3])
-            if dseq != self._delivered + 1:
-                raise _Lost(f"gap: message {dseq} of the consumer, expected "
-                            f"{self._delivered + 1}")
-            self._delivered = dseq
-            self._requested -= 1
-            self._idle = 0
-            seq = int(tokens[at + 2])
-            if end is not None and seq > end:
-                self._done = True
-                return
-            self._pending = pending = int(tokens[at + 5])
-            if seq >= self.next_seq:  # below: before ``start`` (a read from a time)
-                self.next_seq = seq + 1
-                if keep is None or keep(subject):
-                    item = make(seq, subject, int(tokens[at + 4]), headers, payload)
-                    if item is not None:
-                        items.append(item)
-            if end is not None and (seq >= end or (pending == 0 and not self.follow)):
-                self._done = True
-                return
+        end, follow, inbox = self.end, self.follow, self._inbox
+        delivered, next_seq, pending, taken = self._delivered, self.next_seq, self._pending, 0
+        try:
+            for subject, reply, headers, payload in frames:
+                if not reply:
+                    if subject == inbox:
+                        self._delivered, self.next_seq, self._pending = delivered, next_seq, pending
+                        if taken:
+                            self._requested -= taken
+                            self._idle = taken = 0
+                        self._status(headers)
+                    continue
+                tokens = reply.split(b".")
+                at = 3 if len(tokens) == 9 else 5
+                if tokens[at] != consumer:
+                    continue  # from a consumer this read has dropped
+                dseq = int(tokens[at + 3])
+                if dseq != delivered + 1:
+                    raise _Lost(f"gap: message {dseq} of the consumer, expected {delivered + 1}")
+                delivered = dseq
+                taken += 1
+                seq = int(tokens[at + 2])
+                if end is not None and seq > end:
+                    self._done = True
+                    return
+                pending = int(tokens[at + 5])
+                if seq >= next_seq:  # below: before ``start`` (a read from a time)
+                    next_seq = seq + 1
+                    if keep is None or keep(subject):
+                        item = make(seq, subject, int(tokens[at + 4]), headers, payload)
+                        if item is not None:
+                            items.append(item)
+                if end is not None and (seq >= end or (pending == 0 and not follow)):
+                    self._done = True
+                    return
+        finally:
+            self._delivered, self.next_seq, self._pending = delivered, next_seq, pending
+            if taken:
+                self._requested -= taken
+                self._idle = 0
 
     def _status(self, headers: bytes) -> None:
         code = status(headers)
