@@ -17,7 +17,7 @@ from ucloud.cli.order_cmd import agreed_price, render_order, render_orders, rend
 from ucloud.errors import InputError
 from ucloud.events.order import PriceLine
 from ucloud.gateway import routes_orders, routes_vms
-from ucloud.gateway.routes_orders import plain, quote_answer, vm_spec
+from ucloud.gateway.routes_orders import quote_answer, vm_spec
 from ucloud.projections.apply import changes
 from ucloud.projections.views import (
     OrderLineView,
@@ -28,7 +28,7 @@ from ucloud.projections.views import (
     order_key,
     owner_key,
 )
-from ucloud.replay.prices import parse_prices, quote
+from ucloud.replay.prices import parse_prices, plain, quote
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = ev.Resources(cpu=2, ram_mib=2048, ssd_mib=10240)

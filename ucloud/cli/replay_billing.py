@@ -32,7 +32,7 @@ from ucloud.errors import InputError
 from ucloud.eventlog import EventLog
 from ucloud.events import subject
 from ucloud.replay.billing import BILLED_TAGS, Invoice, UsageFold, check_window
-from ucloud.replay.prices import load_prices
+from ucloud.replay.prices import load_prices, plain
 from ucloud.replay.reader import scan_events
 
 BILLED_SUBJECTS = tuple(subject(tag.split(".")[0], "*", tag.split(".")[1]) for tag in BILLED_TAGS)
@@ -75,7 +75,7 @@ async def _billing(args: argparse.Namespace) -> int:
 
 def render(invoice: Invoice, output: str) -> str:
     if output == "json":
-        return msgspec.json.encode(invoice).decode() + "\n"
+        return msgspec.json.encode(_fixed_point(invoice)).decode() + "\n"
     if output == "csv":
         return _csv(invoice)
     rows = [("OWNER", "VM", "NAME", "MINUTES", "ITEM", "QUANTITY", "UNIT PRICE", "AMOUNT")]
@@ -83,12 +83,12 @@ def render(invoice: Invoice, output: str) -> str:
         for vm in owner.vms:
             for charge in vm.charges:
                 rows.append((owner.owner, vm.vm, vm.name, str(charge.minutes), charge.item,
-                             _plain(charge.quantity), _plain(charge.unit_price),
-                             f"{vm.currency} {_plain(charge.amount)}"))
+                             plain(charge.quantity), plain(charge.unit_price),
+                             f"{vm.currency} {plain(charge.amount)}"))
         for currency, amount in owner.totals.items():
-            rows.append((owner.owner, "", "", "", "total", "", "", f"{currency} {_plain(amount)}"))
+            rows.append((owner.owner, "", "", "", "total", "", "", f"{currency} {plain(amount)}"))
     head = f"invoice {invoice.start.isoformat()} .. {invoice.end.isoformat()}\n"
-    totals = "".join(f"total {c} {_plain(a)}\n" for c, a in invoice.totals.items())
+    totals = "".join(f"total {c} {plain(a)}\n" for c, a in invoice.totals.items())
     return head + table(rows) + (totals or "total 0\n")
 
 
@@ -101,16 +101,27 @@ def _csv(invoice: Invoice) -> str:
         for vm in owner.vms:
             for c in vm.charges:
                 writer.writerow([owner.owner, vm.vm, vm.name, vm.order, c.item,
-                                 _plain(c.quantity), _plain(c.unit_price), c.minutes,
-                                 _plain(c.amount), vm.currency])
+                                 plain(c.quantity), plain(c.unit_price), c.minutes,
+                                 plain(c.amount), vm.currency])
         for currency, amount in owner.totals.items():
-            writer.writerow([owner.owner, "", "", "", "total", "", "", "", _plain(amount),
+            writer.writerow([owner.owner, "", "", "", "total", "", "", "", plain(amount),
                              currency])
     for currency, amount in invoice.totals.items():
-        writer.writerow(["", "", "", "", "total", "", "", "", _plain(amount), currency])
+        writer.writerow(["", "", "", "", "total", "", "", "", plain(amount), currency])
     return out.getvalue()
 
 
-def _plain(value: Decimal) -> str:
-    """Fixed-point text: ``0.0000008``, never ``8E-7``."""
-    return format(value, "f")
+def _fixed_point(invoice: Invoice) -> Any:
+    """The invoice as JSON-ready data with every Decimal as fixed-point text (msgspec would
+    write ``8E-7``)."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return plain(value)
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [fix(v) for v in value]
+        return value
+
+    return fix(msgspec.to_builtins(invoice, builtin_types=(Decimal, datetime)))

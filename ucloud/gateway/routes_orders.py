@@ -19,7 +19,6 @@ you (404). Money goes out as fixed-point decimal strings (``"0.0000008"``).
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from ucloud.gateway.state import Gateway
 from ucloud.ids import new_id
 from ucloud.projections.mirror import Mirror
 from ucloud.projections.views import OrderView
-from ucloud.replay.prices import PriceTable, Quote, load_prices, quote
+from ucloud.replay.prices import PriceTable, Quote, load_prices, plain, quote
 
 MAX_CPU = 1024  # as many as a VM may have (``routes_vms.MAX_CPU``; a test holds them equal)
 
@@ -137,7 +136,3 @@ def quote_answer(priced: Quote) -> QuoteAnswer:
         ],
     )
 
-
-def plain(amount: Decimal) -> str:
-    """Fixed-point text: ``0.0000008``, never ``8E-7``."""
-    return format(amount, "f")

@@ -57,7 +57,7 @@ from ucloud.projections.views import (
     vm_key,
     vni_key,
 )
-from ucloud.replay.prices import MINUTES_PER_30_DAYS
+from ucloud.replay.prices import MINUTES_PER_30_DAYS, plain
 from ucloud.store import Delete, Op, Put
 
 State = Mapping[str, Value]
@@ -468,17 +468,13 @@ def _order_placed(state: State, e: ev.OrderPlaced) -> list[Change]:
         id=e.order, owner=e.owner, vm=e.vm, spec=e.spec, currency=e.currency,
         lines=tuple(
             OrderLineView(
-                item=line.item, quantity=_plain(line.quantity),
-                unit_price=_plain(line.unit_price), per_minute=_plain(line.per_minute),
+                item=line.item, quantity=plain(line.quantity),
+                unit_price=plain(line.unit_price), per_minute=plain(line.per_minute),
             )
             for line in e.lines
         ),
-        per_minute=_plain(per_minute), per_30_days=_plain(per_minute * MINUTES_PER_30_DAYS),
+        per_minute=plain(per_minute), per_30_days=plain(per_minute * MINUTES_PER_30_DAYS),
         image=e.image, nics=e.nics, placed_at=e.at,
     )
     return [(order_key(e.order), view), (owner_key(e.owner, "order", e.order), "")]
 
-
-def _plain(amount: Decimal) -> str:
-    """Fixed-point text (``0.0000008``, never ``8E-7``): what the API shows for money."""
-    return format(amount, "f")

@@ -141,3 +141,8 @@ def quote(spec: Resources, prices: PriceTable, *, image: str = "", nics: int = 0
         per_minute=per_minute,
         per_30_days=prices.round(per_minute * MINUTES_PER_30_DAYS),
     )
+
+
+def plain(amount: Decimal) -> str:
+    """Money and quantities as fixed-point text: ``0.0000008``, never ``8E-7``."""
+    return format(amount, "f")
