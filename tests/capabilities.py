@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+from typing import NoReturn
 
 
 def missing_capability(name: str) -> str | None:
@@ -45,3 +46,13 @@ def _ceph() -> str | None:
 
 
 _PROBES = {"root": _root, "netns": _netns, "qemu": _qemu, "ceph": _ceph}
+
+
+def missing(reason: str) -> NoReturn:
+    """A capability this test needs is missing: fail under UCLOUD_REQUIRE_CAPABILITIES=1
+    (CI), skip with the reason otherwise."""
+    import pytest
+
+    if os.environ.get("UCLOUD_REQUIRE_CAPABILITIES") == "1":
+        pytest.fail(f"required but missing: {reason}", pytrace=False)
+    pytest.skip(reason)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.capabilities import missing_capability
+from tests.capabilities import missing, missing_capability
 from tests.ceph_cluster import CephCluster
 from ucloud.config import Config, EtcdConfig, NatsConfig
 from ucloud.eventlog import EventLog
@@ -35,9 +35,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = missing_capability(marker)
         if reason is None:
             continue
-        if os.environ.get("UCLOUD_REQUIRE_CAPABILITIES") == "1":
-            pytest.fail(f"capability {marker} required but missing: {reason}", pytrace=False)
-        pytest.skip(f"capability {marker} missing: {reason}")
+        missing(f"capability {marker}: {reason}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.capabilities import missing
 from ucloud import events as ev
 from ucloud.config import NatsConfig
 from ucloud.errors import LogError
@@ -27,7 +28,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     localhost; yields its port and the certificate."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is not installed: no certificate for a TLS server")
+        missing("openssl is not installed: no certificate for a TLS server")
     directory = tmp_path_factory.mktemp("tls-nats")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
