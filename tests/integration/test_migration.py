@@ -360,6 +360,65 @@ async def test_a_migration_whose_destination_dies_midway_rolls_back(
         await delete(pair, vm)
 
 
+async def sending(pair: Pair, source: str, vm: str) -> bool:
+    events = [s.event for s in (await pair.gw.log.load("host", source))[0]]
+    return any(isinstance(e, ev.HostVmMigrateOut) and e.vm == vm for e in events)
+
+
+async def test_a_vm_deleted_while_it_migrates_is_deleted_where_it_is(
+    config: Config, tmp_path: Path
+) -> None:
+    async with two_hosts(config, tmp_path, host={"migration_max_bandwidth_mib_s": 1}) as pair:
+        await tiny_image(pair)
+        vm = await create(pair, "doomed")
+        source = (await pair.running(vm))["host"]
+        (target,) = set(pair.hosts) - {source}
+        await migrate(pair, vm)
+        await pair.until("the source sending", lambda: sending(pair, source, vm))
+        await asyncio.sleep(0.5)
+        await delete(pair, vm)  # the source cancels the migration, then deletes the VM
+        kinds = [e.tag() for e in await pair.events(vm)]
+        assert kinds[-2:] == ["vm.migration_failed", "vm.deleted"] and "vm.migrated" not in kinds
+        failed = next(e for e in await pair.events(vm) if isinstance(e, ev.VmMigrationFailed))
+        assert "cancelled" in failed.reason
+        for host in pair.hosts:
+            await pair.until(f"{host} holds nothing of it",
+                             lambda h=host: _none_on(pair, h, vm))
+        assert not (disks_dir(pair.config) / vm).exists()
+
+
+async def _none_on(pair: Pair, host: str, vm: str) -> bool:
+    runtime = pair.runtime(host, vm)
+    return vm not in await held_by(pair, host) and not runtime.path.exists()
+
+
+async def test_a_migration_goes_on_when_the_sending_hostd_restarts(
+    config: Config, tmp_path: Path
+) -> None:
+    async with two_hosts(config, tmp_path, host={"migration_max_bandwidth_mib_s": 8}) as pair:
+        await tiny_image(pair)
+        vm = await create(pair, "patient")
+        source = (await pair.running(vm))["host"]
+        (target,) = set(pair.hosts) - {source}
+        await pair.booted(source, vm)
+        before = await pair.uptime_ticks(source, vm)
+        await migrate(pair, vm)
+        await pair.until("the source sending", lambda: sending(pair, source, vm))
+        await asyncio.sleep(1.0)
+        await pair.stop(source)  # QEMU goes on migrating without it
+        assert QemuProcess().pid(pair.runtime(source, vm)) is not None
+        await asyncio.sleep(1.0)
+        pair.start(source, run_hostd, pair.hosts[source])  # it picks the migration up
+        moved = await pair.running(vm, away_from=source)
+        assert moved["host"] == target and moved["reason"] == ""
+        assert await pair.uptime_ticks(target, vm) > before
+        kinds = [type(e) for e in await pair.events(vm)]
+        assert ev.VmMigrationFailed not in kinds and kinds.count(ev.VmMigrated) == 1
+        await pair.until("the ledger moved", lambda: _holds(pair, target, source, vm))
+        assert not pair.runtime(source, vm).path.exists()
+        await delete(pair, vm)
+
+
 async def test_a_vm_on_local_disks_is_refused_and_nothing_is_appended(
     config: Config, tmp_path: Path
 ) -> None:

@@ -151,6 +151,7 @@ def test_which_reservations_go(
     assert unused(fold(history), held) == released
 
 
+MIGRATED = e(ev.VmMigrated, vm=VM, from_host="h1", to_host="h2")
 CAUSE = Cause(actor="system:dispatcher", at=AT, causation="c", correlation="c")
 
 
@@ -172,6 +173,9 @@ CAUSE = Cause(actor="system:dispatcher", at=AT, causation="c", correlation="c")
          e(ev.VmLost, vm=VM, host="h1", reason="r"), ev.HostVmStart),
         ((*RUNNING, e(ev.VmLost, vm=VM, host="h1", reason="r"), e(ev.VmDeleteRequested, vm=VM)),
          e(ev.VmLost, vm=VM, host="h1", reason="r"), "the VM is being deleted"),
+        # deleted while it moved: the delete went to the host it left, so again to the new one
+        ((*RUNNING, ASK, e(ev.VmDeleteRequested, vm=VM), MIGRATED), MIGRATED, ev.HostVmDelete),
+        ((*RUNNING, ASK, MIGRATED), MIGRATED, "nothing waits for the migration to end"),
     ],
 )
 def test_the_dispatchers_steps(
@@ -186,6 +190,8 @@ def test_the_dispatchers_steps(
         assert (outcome.host, outcome.to_host, outcome.uri) == ("h1", "h2", READY.uri)
     elif isinstance(outcome, ev.HostVmStart):
         assert outcome.host == getattr(intent, "to_host", "h1") and outcome.spec == SPEC
+    elif isinstance(outcome, ev.HostVmDelete):
+        assert outcome.host == "h2"
 
 
 def view(status: str, host: str, reason: str = "") -> dict[str, Any]:

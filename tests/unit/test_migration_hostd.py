@@ -39,6 +39,15 @@ IN = e(ev.HostVmMigrateIn, host=ME, vm="v", from_host="h1")
 OUT = e(ev.HostVmMigrateOut, host="h1", vm="v", to_host=ME, uri="tcp:[::1]:1")
 
 
+def test_a_delete_acts_only_where_the_vm_is() -> None:
+    delete = e(ev.HostVmDelete, host="h1", vm="v")
+    moved = facts(*READY, e(ev.VmDeleteRequested, vm="v"),
+                  e(ev.VmMigrated, vm="v", from_host="h1", to_host=ME))
+    assert rules.judge_command(delete, 9, moved, "h1") == f"the VM is on {ME} now"
+    assert rules.judge_command(delete, 9, moved, ME) is None
+    assert rules.judge_command(delete, 9, facts(*READY), "h1") is None
+
+
 def test_the_fold_knows_the_migration_in_flight() -> None:
     assert (facts(*ASKED).migration, facts(*ASKED).incoming) == (4, "")
     assert facts(*READY).incoming == ME

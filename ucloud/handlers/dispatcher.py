@@ -4,16 +4,18 @@ Theory of operation
 -------------------
 It consumes ``vm.*.scheduled`` (start the VM where it was placed), ``start_requested``,
 ``stop_requested`` and ``delete_requested``, and the steps of migration and evacuation:
-``migration_ready``, ``evacuated`` and ``lost`` (durable ``dispatcher``). For each it
-loads the VM's aggregate, folds it into a ``VmState`` (status, host, the request, whether
-a delete was asked for, whether a migration is in flight) and lets ``dispatch`` decide,
-purely:
+``migration_ready``, ``migrated``, ``evacuated`` and ``lost`` (durable ``dispatcher``).
+For each it loads the VM's aggregate, folds it into a ``VmState`` (status, host, the
+request, whether a delete was asked for, whether a migration is in flight) and lets
+``dispatch`` decide, purely:
 
 - a command to the host: ``host.<h>.vm_start`` (self-contained: owner, name, spec,
   image, NICs, restart policy from the VM's request), ``vm_stop`` or ``vm_delete``;
 - for migration and evacuation: ``host.<source>.vm_migrate_out {to_host, uri}`` once the
   destination is ready; ``host.<new>.vm_start`` for an evacuated VM; for a lost one,
-  ``host.<its host>.vm_start``, which waits for that host to come back;
+  ``host.<its host>.vm_start``, which waits for that host to come back; after
+  ``migrated``, the delete of a VM deleted meanwhile, to its new host (the host it left
+  refuses it);
 - ``vm.<id>.deleted`` directly, for a delete of a VM that never got a host (requested or
   failed) or whose host died with it (lost); appended expecting the VM's last sequence, so
   that it and a scheduler's ``vm.<id>.scheduled`` cannot both win;
@@ -69,7 +71,7 @@ ACTOR = "system:dispatcher"
 DURABLE = "dispatcher"
 INTENTS = (
     VmScheduled, VmStartRequested, VmStopRequested, VmDeleteRequested, VmMigrationReady,
-    VmEvacuated, VmLost,
+    VmEvacuated, VmLost, VmMigrated,
 )
 SUBJECTS = tuple(subject("vm", "*", cls.tag().split(".", 1)[1]) for cls in INTENTS)
 RETRIES = 8
@@ -137,6 +139,10 @@ def dispatch(state: VmState, intent: VmEvent, cause: Cause) -> Event | str:
     if isinstance(intent, VmDeleteRequested):
         if state.status in ("requested", "failed", "lost"):
             return VmDeleted(**cause.envelope("deleted"), vm=intent.vm, host=state.host)
+        return HostVmDelete(**cause.envelope("vm_delete"), host=state.host, vm=intent.vm)
+    if isinstance(intent, VmMigrated):  # a delete sent to the host it left: send it again
+        if not state.deleting or state.host != intent.to_host:
+            return "nothing waits for the migration to end"
         return HostVmDelete(**cause.envelope("vm_delete"), host=state.host, vm=intent.vm)
     if state.deleting:
         return "the VM is being deleted"

@@ -170,7 +170,7 @@ class Hostd:
         if isinstance(event, HostVmMigrateIn):
             await migrate.receive(self, event, facts, cause)
         else:
-            await migrate.send(self, event, cause)
+            migrate.start_sending(self, event, cause)
 
     async def start(
         self, machine: Machine, spec: StartSpec, cause: Cause, began: datetime
@@ -197,6 +197,8 @@ class Hostd:
         await self._append(VmStopped(**self._answer(cause, "stopped"), vm=machine.vm, host=self.me))
 
     async def delete(self, machine: Machine, cause: Cause) -> None:
+        if not await migrate.stays_for_delete(self, machine):
+            return  # it moved out meanwhile: its delete goes to its new host
         machine.want = Want.GONE
         machine.cancel_restart()
         async with machine.lock:
@@ -425,12 +427,13 @@ class Hostd:
         if isinstance(action, rules.Adopt):
             machine.want = Want.RUN
             async with machine.lock:
-                if want is rules.Desired.RUN:
+                if want is rules.Desired.RUN and not facts.migration:
                     await machine.resume()
-                else:
+                else:  # a migration in flight: QEMU may have handed the guest over
                     await machine.attach()
                 self._watch(machine)
             log.info("vm %s: running, reattached", action.vm)
+            await migrate.resume_sending(self, machine, facts)
         elif isinstance(action, rules.Receive):
             async with machine.lock:
                 await machine.attach()

@@ -44,6 +44,7 @@ class Machine:
         self.session: QmpSession | None = None
         self.watcher: asyncio.Task[None] | None = None
         self.restarter: asyncio.Task[None] | None = None
+        self.sender: asyncio.Task[None] | None = None  # a live migration out of this host
         self.failures = 0  # crashes in a row
         self.running_since = 0.0  # monotonic time QMP last reported it running
         self.last_reason = ""
@@ -125,6 +126,9 @@ class Machine:
         await self.detach()
         return how
 
+    def sending(self) -> bool:
+        return self.sender is not None and not self.sender.done()
+
     def cancel_restart(self) -> None:
         task = self.restarter
         if task is not None and task is not asyncio.current_task():
@@ -133,10 +137,10 @@ class Machine:
 
     async def forget(self) -> None:
         """Stop watching (hostd is going away); QEMU runs on."""
-        for task in (self.watcher, self.restarter):
+        for task in (self.watcher, self.restarter, self.sender):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self.watcher = self.restarter = None
+        self.watcher = self.restarter = self.sender = None
         await self.detach()

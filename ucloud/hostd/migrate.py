@@ -14,15 +14,18 @@ source) or to end (the migration failed: taps and runtime directory go, and the 
 says why). A QEMU that waits longer than ``host.migration_timeout_s`` plus a margin is
 ended with ``vm.migration_failed``.
 
-Sending (``host.<me>.vm_migrate_out``, ``send``), under the VM's lock: migration events
-and auto-converge on, ``max-bandwidth`` and ``downtime-limit`` from ``[host]``,
-``migrate <uri>``, then
-``query-migrate`` every 50 ms until it is completed, failed or cancelled (or the timeout:
-``migrate_cancel``). Completed: ``vm.migrated {from me, to}``, QEMU (paused after the
-hand-over) quits, taps and runtime directory go, ``host.<me>.vm_released``. Anything
-else: the guest goes on here (``cont`` if QEMU left it paused) and
-``vm.<id>.migration_failed {reason}``. The figures of the last ``query-migrate`` are kept
-in ``Hostd.migrations`` and logged.
+Sending (``host.<me>.vm_migrate_out``, ``send``) runs as a task of its own (the VM's
+``sender``: the host's other commands go on meanwhile), under the VM's lock: migration
+events and auto-converge on, ``max-bandwidth`` and ``downtime-limit`` from ``[host]``,
+``migrate <uri>``, then ``query-migrate`` every 50 ms until it is completed, failed or
+cancelled (or the timeout: ``migrate_cancel``). Completed: ``vm.migrated {from me, to}``,
+QEMU (paused after the hand-over) quits, taps and runtime directory go,
+``host.<me>.vm_released``. Anything else: the guest goes on here (``cont`` if QEMU left it
+paused) and ``vm.<id>.migration_failed {reason}``. The figures of the last
+``query-migrate`` are kept in ``Hostd.migrations`` and logged. A QEMU that is migrating
+already, or handed its guest over (``postmigrate``), is not asked again: a hostd that
+restarts mid-migration picks the migration up where QEMU is (``resume_sending``), and a
+delete of the VM cancels a migration in flight first (``stays_for_delete``).
 
 Fencing (``fence``): a VM whose latest placement is another host, or that is deleted, is
 stopped here without a report (it is not this host's to report on), its taps and runtime
@@ -73,6 +76,7 @@ EVENTS_ON = {"capabilities": [{"capability": "events", "state": True}]}
 # busy guest still fits the downtime limit
 SENDER = {"capabilities": [{"capability": c, "state": True} for c in ("events", "auto-converge")]}
 FINAL = ("completed", "failed", "cancelled")
+GOING = ("setup", "active", "pre-switchover", "device", "wait-unplug", "cancelling")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +255,46 @@ async def _incoming(hostd: Hostd, machine: Machine, session: QmpSession) -> None
 # --- sending -----------------------------------------------------------------------------
 
 
+def start_sending(hostd: Hostd, command: HostVmMigrateOut, cause: Cause) -> None:
+    """Migrate the VM to ``command.to_host`` in a task of its own (the VM's ``sender``)."""
+    machine = hostd.machine(command.vm)
+    if machine.sending():
+        log.info("vm %s: is being sent already", command.vm)
+        return
+    machine.sender = asyncio.create_task(send(hostd, command, cause), name=f"send:{command.vm}")
+
+
+async def resume_sending(hostd: Hostd, machine: Machine, facts: rules.VmFacts) -> None:
+    """After a restart: go on with the migration in flight out of this host, if its command
+    came (it may have been taken before the restart and will not come again)."""
+    if not facts.migration or facts.host != hostd.me or not facts.incoming:
+        return
+    stored, _ = await hostd.log.load("host", hostd.me)
+    command = next(
+        (s.event for s in reversed(stored) if isinstance(s.event, HostVmMigrateOut)
+         and s.event.vm == machine.vm and s.seq > facts.migration),
+        None,
+    )  # fmt: skip
+    if command is not None and command.to_host == facts.incoming:
+        log.info("vm %s: picking up its migration to %s", machine.vm, command.to_host)
+        start_sending(hostd, command, Cause.of(command, hostd.actor, hostd.clock()))
+
+
+async def stays_for_delete(hostd: Hostd, machine: Machine) -> bool:
+    """Before a delete: cancel a migration out of this host in flight and wait for its
+    end; whether the VM is (still) here to be deleted."""
+    sender, session = machine.sender, machine.session
+    if sender is None or sender.done():
+        return True
+    if session is not None:
+        with contextlib.suppress(VmError):
+            await session.execute("migrate_cancel")
+    with contextlib.suppress(Exception):
+        await asyncio.shield(sender)
+    facts = rules.fold((await hostd.log.load("vm", machine.vm))[0])
+    return facts.host in ("", hostd.me)
+
+
 async def send(hostd: Hostd, command: HostVmMigrateOut, cause: Cause) -> None:
     """Migrate the running VM to ``command.to_host``; its facts either way."""
     machine = hostd.machine(command.vm)
@@ -293,12 +337,15 @@ async def _migrate(hostd: Hostd, machine: Machine, uri: str) -> MigrationFigures
         return MigrationFigures(status="failed", error=f"QEMU does not run on {hostd.me}")
     session = await machine.attach()
     settings = hostd.host
-    await session.execute("migrate-set-capabilities", SENDER)
-    await session.execute("migrate-set-parameters", {
-        "max-bandwidth": settings.migration_max_bandwidth_mib_s * MIB,
-        "downtime-limit": settings.migration_downtime_ms,
-    })  # fmt: skip
-    await session.execute("migrate", {"uri": uri})
+    state = (await session.execute("query-status")).get("status")
+    going = figures(await session.execute("query-migrate")).status in GOING
+    if state != "postmigrate" and not going:  # else: asked before, by an earlier hostd
+        await session.execute("migrate-set-capabilities", SENDER)
+        await session.execute("migrate-set-parameters", {
+            "max-bandwidth": settings.migration_max_bandwidth_mib_s * MIB,
+            "downtime-limit": settings.migration_downtime_ms,
+        })  # fmt: skip
+        await session.execute("migrate", {"uri": uri})
     deadline = time.monotonic() + settings.migration_timeout_s
     settling = 20
     while True:

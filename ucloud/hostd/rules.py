@@ -132,7 +132,11 @@ def judge_command(command: Command, seq: int, facts: VmFacts, me: str) -> str | 
     if facts.status == "none":
         return "no such VM"
     if isinstance(command, HostVmDelete):
-        return "the VM is deleted already" if facts.status == "deleted" else None
+        if facts.status == "deleted":
+            return "the VM is deleted already"
+        if facts.host and facts.host != me:  # it moved: its disk is not this host's to delete
+            return f"the VM is on {facts.host} now"
+        return None
     if facts.status == "deleted":
         return "the VM is deleted"
     if facts.host and facts.host != me:
