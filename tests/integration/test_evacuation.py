@@ -27,8 +27,10 @@ from ucloud.config import ImagesConfig, SchedulerConfig
 from ucloud.eventlog import EventLog
 from ucloud.events import Resources
 from ucloud.events.types import StoreKind
+from ucloud.handlers.dispatcher import Dispatcher
 from ucloud.handlers.evacuation import Evacuator
 from ucloud.handlers.liveness import alive_prefix
+from ucloud.handlers.migration import Migrations
 from ucloud.handlers.scheduler import LedgerFollower
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.ids import new_id
@@ -139,6 +141,21 @@ async def test_two_evacuators_move_each_vm_once(event_log: EventLog) -> None:
         evacuated = [s.event for s in (await log.load("vm", moves))[0]
                      if isinstance(s.event, ev.VmEvacuated)]
         assert [(e.from_host, e.to_host) for e in evacuated] == [("h1", "h2")]
+
+        # the dispatcher starts the evacuated VM on h2, and leaves the lost one's start for
+        # h1; deleting the lost VM gives its capacity on h1 back
+        dispatcher = Dispatcher(log)
+        for event in (evacuated[0], lost):
+            await dispatcher.handle(event, 0)
+        starts = {(h, s.event.vm) for h in ("h1", "h2") for s in (await log.load("host", h))[0]
+                  if isinstance(s.event, ev.HostVmStart)}
+        assert {("h2", moves), ("h1", dies)} <= starts
+        await log.append(ev.VmDeleteRequested(**at(70), vm=dies))
+        deleted = ev.VmDeleted(**at(71), vm=dies)
+        await log.append(deleted)
+        await Migrations(log, one, settings).handle(deleted, 0)
+        await one.catch_up()
+        assert one.ledger.hosts_of(dies) == ()
 
 
 async def on_host(cluster: Cluster, vm: str) -> str:
