@@ -251,3 +251,19 @@ def test_needs_only_python3_minimal(tmp_path: Path) -> None:
     )
     assert run.returncode == 1, run.stderr  # ran, found no service: no ImportError
     assert "ucloud-init: no metadata: " in run.stderr and "Error" not in run.stderr
+
+
+@pytest.mark.netns
+def test_a_vm_without_nics_does_not_wait_for_metadata(tmp_path: Path) -> None:
+    """In a network namespace with only loopback, ucloud-init ends at once (the login
+    prompt waits for it) instead of retrying until its timeout."""
+    script = Path(__file__).resolve().parents[2] / "ucloud" / "init" / "ucloud_init.py"
+    began = time.monotonic()
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, str(script), "--root", str(tmp_path),
+         "--timeout", "60"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no network interface" in done.stderr
+    assert time.monotonic() - began < 20

@@ -203,6 +203,17 @@ def first_interface() -> tuple[str, int] | None:
     return None
 
 
+def has_network() -> bool:
+    """Whether any interface but loopback exists (up or not): a VM without NICs has none."""
+    for _index, name in socket.if_nameindex():
+        try:
+            if not interface_flags(name) & IFF_LOOPBACK:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def http_get(address: str, port: int, scope: int, path: str, timeout: float) -> str:
     """The body of ``GET path``; Refused for any status but 200, OSError for the network."""
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
@@ -426,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"ucloud-init: {message}", file=sys.stderr, flush=True)
 
+    if not args.interface and not has_network():
+        say("no network interface: a VM without NICs has no metadata service to ask")
+        return 0
     metadata = Metadata(args, say)
     try:
         keys_text, hostname = metadata.fetch(["/ssh-keys", "/ucloud/v1/hostname"])
