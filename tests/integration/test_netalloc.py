@@ -195,7 +195,8 @@ async def test_networks_create_list_show_delete(gw: Running) -> None:
 
     deleting = await client.delete("/v1/networks/l2")
     assert deleting.status_code == 202 and deleting.json()["status"] == "deleting"
-    assert (await client.delete("/v1/networks/l2")).status_code == 202  # already going
+    again = await client.delete("/v1/networks/l2")
+    assert again.status_code in (202, 404)  # still going, or netalloc was quicker: gone
 
     async def gone() -> bool:
         return (await client.get(f"/v1/networks/{l2['id']}")).status_code == 404
