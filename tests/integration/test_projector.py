@@ -192,6 +192,10 @@ async def test_a_projector_outlives_the_consumer_of_its_read(
             ev.HostVmPlaced(**env(), host=host, vm=new_id(), resources=SMALL) for _ in range(4)
         ])
         await wait_for_checkpoint(store, config.etcd.prefix, last, timeout=20)
+        # the counters move just after the commit that etcd already shows
+        async with asyncio.timeout(20):
+            while projector.metrics.applied < last:
+                await asyncio.sleep(0.01)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
