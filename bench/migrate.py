@@ -41,7 +41,7 @@ from ucloud.gateway import login
 from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.plumbing import NoPlumbing
 from ucloud.ids import new_id
-from ucloud.images import build
+from ucloud.imagebuild import build
 from ucloud.images.store import FsStore, disks_dir, images_dir
 from ucloud.services import ServiceContext, resolve
 from ucloud.store import Store

@@ -37,7 +37,7 @@ from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.ids import new_id
-from ucloud.images import build
+from ucloud.imagebuild import build
 from ucloud.images.store import FsStore, disks_dir, images_dir
 from ucloud.services import ServiceContext
 

@@ -12,11 +12,11 @@ import pytest
 
 from ucloud import events as ev
 from ucloud.config import Config
+from ucloud.consumer import run_consumer
 from ucloud.eventlog import EventLog
 from ucloud.events import Cause, Nic, Resources
 from ucloud.handlers import dispatcher
 from ucloud.handlers.dispatcher import Dispatcher, dispatch, fold
-from ucloud.handlers.runner import run_consumer
 from ucloud.ids import new_id
 from ucloud.services import ServiceContext
 from ucloud.store import Store

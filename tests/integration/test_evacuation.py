@@ -35,11 +35,12 @@ from ucloud.events.types import StoreKind
 from ucloud.handlers.dispatcher import Dispatcher
 from ucloud.handlers.dispatcher import run as run_dispatcher
 from ucloud.handlers.evacuation import Evacuator
-from ucloud.handlers.liveness import alive_prefix, run_monitor
+from ucloud.handlers.liveness import run_monitor
 from ucloud.handlers.migration import Migrations
 from ucloud.handlers.netalloc import run as run_netalloc
 from ucloud.handlers.scheduler import LedgerFollower
 from ucloud.handlers.scheduler import run as run_scheduler
+from ucloud.hostd.lease import alive_prefix
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.ids import new_id
 from ucloud.images.store import FsStore, disks_dir, images_dir

@@ -16,7 +16,8 @@ from tests.integration.gateway_harness import Running, gateway_config, running_g
 from ucloud import events as ev
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
-from ucloud.handlers.filescan import FileScanner, file_id
+from ucloud.files import file_id
+from ucloud.handlers.filescan import FileScanner
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 LIMIT = 8 << 20

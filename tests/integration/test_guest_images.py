@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from ucloud.images import build, tiny
+from ucloud.imagebuild import build, tiny
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 

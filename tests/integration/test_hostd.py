@@ -29,8 +29,8 @@ from ucloud.config import Config
 from ucloud.hostd.plumbing import NicPlan, NoPlumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
+from ucloud.imagebuild.tiny import UP_LINE
 from ucloud.images.store import disks_dir
-from ucloud.images.tiny import UP_LINE
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 

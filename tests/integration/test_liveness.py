@@ -17,9 +17,10 @@ from ucloud.eventlog import EventLog
 from ucloud.events import Resources
 from ucloud.events.base import valid_token
 from ucloud.handlers import liveness
-from ucloud.handlers.liveness import HostLease, alive_prefix, transitions
+from ucloud.handlers.liveness import transitions
 from ucloud.handlers.placement import CapacityLedger, HostCapacity
 from ucloud.hostd import service
+from ucloud.hostd.lease import HostLease, alive_prefix
 from ucloud.hostd.registry import capacity, detect, last_registration, parse_meminfo
 from ucloud.ids import new_id
 from ucloud.services import ServiceContext

@@ -22,12 +22,12 @@ from tests.integration.gateway_harness import Running, User, gateway_config, run
 from ucloud import events as ev
 from ucloud.cli.main import main
 from ucloud.config import Config, ConsumerConfig, NetworkConfig
+from ucloud.consumer import run_consumer
 from ucloud.eventlog import EventLog
 from ucloud.gateway import routes_vms
 from ucloud.handlers import netalloc
 from ucloud.handlers.ipam import Pools, fold_pools
 from ucloud.handlers.netalloc import NetAlloc, limits_of
-from ucloud.handlers.runner import run_consumer
 from ucloud.ids import new_id
 from ucloud.net_addr import eui64
 from ucloud.services import ServiceContext

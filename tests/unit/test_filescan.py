@@ -14,20 +14,9 @@ from hypothesis import strategies as st
 
 from ucloud import events as ev
 from ucloud.errors import InputError
+from ucloud.files import Version, deletion_events, file_id, file_path, last_upload, upload_events
 from ucloud.handlers.builtins import builtin_image_id, needs_request
-from ucloud.handlers.filescan import (
-    Seen,
-    Version,
-    complete,
-    deletion_events,
-    file_id,
-    file_path,
-    hash_file,
-    last_upload,
-    observe,
-    stale_temporaries,
-    upload_events,
-)
+from ucloud.handlers.filescan import Seen, complete, hash_file, observe, stale_temporaries
 from ucloud.ids import new_id
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 import ucloud
 from ucloud.cli import image_cmd
 from ucloud.errors import ImageBuildError, InputError
-from ucloud.images import builder, initramfs, tiny
-from ucloud.images.disk import PARTITION_START, SECTOR, DiskError, install_grub
-from ucloud.images.modules import (
+from ucloud.imagebuild import builder, initramfs, tiny
+from ucloud.imagebuild.disk import PARTITION_START, SECTOR, DiskError, install_grub
+from ucloud.imagebuild.modules import (
     Module,
     ModuleError,
     builtin_names,
@@ -30,8 +30,8 @@ from ucloud.images.modules import (
     module_name,
     parse_modules_dep,
 )
-from ucloud.images.recipe import BuildContext, Recipe
-from ucloud.images.sources import SourcesError, mirror_lines, parse_deb822, parse_one_line
+from ucloud.imagebuild.recipe import BuildContext, Recipe
+from ucloud.imagebuild.sources import SourcesError, mirror_lines, parse_deb822, parse_one_line
 
 # An excerpt of Debian 12's cloud kernel modules.dep (depmod's own order of dependencies).
 MODULES_DEP = """\
@@ -161,11 +161,11 @@ def test_load_order_property(table: dict[str, list[str]], data: st.DataObject) -
 
 @pytest.fixture
 def package_copy(tmp_path: Path) -> Path:
-    """A copy of the images package (and an empty init package) to change files in."""
+    """A copy of the imagebuild package (and an empty init package) to change files in."""
     root = tmp_path / "ucloud"
     shutil.copytree(
-        Path(ucloud.__file__).parent / "images",
-        root / "images",
+        Path(ucloud.__file__).parent / "imagebuild",
+        root / "imagebuild",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     (root / "init").mkdir()
@@ -186,13 +186,13 @@ def test_recipe_hash_is_stable_and_names_the_image(package_copy: Path) -> None:
 @pytest.mark.parametrize(
     ("changed", "tiny_changes", "debian_changes"),
     [
-        ("images/files/tiny-rcS", True, False),
-        ("images/tiny.py", True, False),
-        ("images/modules.py", True, False),
-        ("images/debian.py", False, True),
-        ("images/files/debian-ucloud.network", False, True),
-        ("images/disk.py", True, True),
-        ("images/sources.py", True, True),
+        ("imagebuild/files/tiny-rcS", True, False),
+        ("imagebuild/tiny.py", True, False),
+        ("imagebuild/modules.py", True, False),
+        ("imagebuild/debian.py", False, True),
+        ("imagebuild/files/debian-ucloud.network", False, True),
+        ("imagebuild/disk.py", True, True),
+        ("imagebuild/sources.py", True, True),
     ],
 )
 def test_recipe_hash_changes_with_the_recipe(
@@ -403,14 +403,14 @@ def fake_recipe(monkeypatch: pytest.MonkeyPatch, package_copy: Path) -> list[str
 
     def assemble(ctx: BuildContext) -> Path:
         built.append(ctx.digest)
-        if (package_copy / "images" / "fail").exists():
+        if (package_copy / "imagebuild" / "fail").exists():
             (ctx.work / "half-written").write_bytes(b"x")
             raise ctx.fail("told to fail")
         raw = ctx.work / "disk.raw"
         raw.write_bytes(b"\0" * (1 << 20))
         return raw
 
-    fake = Recipe(name="tiny", packages=("p",), files=("images/tiny.py",), assemble=assemble)
+    fake = Recipe(name="tiny", packages=("p",), files=("imagebuild/tiny.py",), assemble=assemble)
     monkeypatch.setitem(builder.RECIPES, "tiny", fake)
     monkeypatch.setattr(builder, "_preflight", lambda name: None)
     monkeypatch.setattr(builder, "_mirrors", lambda name, apt_dir: ["deb http://x/ bookworm main"])
@@ -432,11 +432,11 @@ def test_build_caches_by_recipe_hash(
     builder.build("tiny", cache, package_dir=package_copy, force=True, progress=lines.append)
     assert len(fake_recipe) == 2
 
-    (package_copy / "images" / "tiny.py").write_text("# a new recipe\n")
+    (package_copy / "imagebuild" / "tiny.py").write_text("# a new recipe\n")
     second = builder.build("tiny", cache, package_dir=package_copy, progress=lines.append)
     assert second != first and first.exists()  # the previous version is kept
     assert (cache / "tiny.qcow2").resolve() == second
-    (package_copy / "images" / "tiny.py").write_text("# a newer recipe\n")
+    (package_copy / "imagebuild" / "tiny.py").write_text("# a newer recipe\n")
     third = builder.build("tiny", cache, package_dir=package_copy, progress=lines.append)
     assert not first.exists()  # the one before is pruned
     assert sorted(p.name for p in cache.iterdir()) == sorted(
@@ -450,7 +450,7 @@ def test_failed_build_leaves_nothing_behind(
     fake_recipe: list[str], package_copy: Path, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
-    (package_copy / "images" / "fail").write_text("")
+    (package_copy / "imagebuild" / "fail").write_text("")
     with pytest.raises(ImageBuildError, match="image tiny: start: told to fail"):
         builder.build("tiny", cache, package_dir=package_copy, progress=lambda line: None)
     assert sorted(p.name for p in cache.iterdir()) == [".tiny.lock"]

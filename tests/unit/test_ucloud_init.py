@@ -87,7 +87,7 @@ def test_valid_hostname(name: str, valid: bool) -> None:
     assert ui.valid_hostname(name) is valid
 
 
-DEBIAN_IMAGE = (Path(__file__).parents[2] / "ucloud/images/files/debian-ucloud.network")
+DEBIAN_IMAGE = (Path(__file__).parents[2] / "ucloud/imagebuild/files/debian-ucloud.network")
 
 
 @pytest.mark.parametrize(

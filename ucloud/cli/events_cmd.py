@@ -27,8 +27,8 @@ from typing import Any, TextIO
 
 from nats.js.errors import NotFoundError
 
-from ucloud.cli.common import add_server_options, server_config
 from ucloud.cli.main import run_async
+from ucloud.client.locate import add_server_options, server_config
 from ucloud.errors import LogError
 from ucloud.eventlog import EventLog, Record
 from ucloud.events import AGGREGATES, subject

@@ -16,8 +16,9 @@ from types import FrameType
 from typing import Any
 
 from ucloud import config as config_mod
-from ucloud.cli import common, image_client
-from ucloud.images import NAMES, build
+from ucloud.cli import image_client
+from ucloud.client import locate as common
+from ucloud.imagebuild import NAMES, build
 
 BUILTIN_DIR = Path("images") / "builtin"
 

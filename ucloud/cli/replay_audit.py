@@ -18,8 +18,8 @@ from typing import Any
 
 import msgspec
 
-from ucloud.cli.common import add_server_options, server_config
 from ucloud.cli.main import run_async
+from ucloud.client.locate import add_server_options, server_config
 from ucloud.errors import InputError
 from ucloud.eventlog import EventLog
 from ucloud.events import subject

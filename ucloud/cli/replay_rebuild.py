@@ -14,8 +14,8 @@ from typing import Any
 
 from nats.js.errors import NotFoundError
 
-from ucloud.cli.common import add_server_options, server_config
 from ucloud.cli.main import run_async
+from ucloud.client.locate import add_server_options, server_config
 from ucloud.config import Config
 from ucloud.errors import LogError
 from ucloud.eventlog import EventLog

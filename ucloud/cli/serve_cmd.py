@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from ucloud.cli.common import add_server_options, server_config
+from ucloud.client.locate import add_server_options, server_config
 from ucloud.services import SERVICES, resolve
 from ucloud.supervisor import Supervisor, connected, stop_on_signals
 

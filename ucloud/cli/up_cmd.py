@@ -35,8 +35,8 @@ import msgspec
 import tomli_w
 
 from ucloud import config as config_mod
-from ucloud.cli.common import UP_FILE, UpInfo, default_data_dir, write_up
 from ucloud.cli.main import run_async
+from ucloud.client.locate import UP_FILE, UpInfo, default_data_dir, write_up
 from ucloud.config import Config
 from ucloud.errors import ServerError
 from ucloud.servers import EmbeddedEtcd, EmbeddedNats

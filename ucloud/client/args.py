@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ucloud.cli.common import UP_FILE, add_server_options, default_data_dir
 from ucloud.client.credentials import config_dir, load_credentials, resolve_token, resolve_url
 from ucloud.client.http import GatewayClient, quiet_http_logging
+from ucloud.client.locate import UP_FILE, add_server_options, default_data_dir
 from ucloud.client.output import Renderer, render
 from ucloud.client.sizes import parse_size, wire_size
 

@@ -20,10 +20,10 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 from ucloud.errors import InputError, NotFound, Refused
+from ucloud.files import Version, file_path, files_dir, record_deletion, record_upload
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, TooLarge, raw_list
 from ucloud.gateway.state import Gateway
-from ucloud.handlers.filescan import Version, file_path, files_dir, record_deletion, record_upload
 from ucloud.ids import new_id
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import FileView

@@ -16,26 +16,17 @@ restarts. Then the service idles: it runs in the background of ``ucloud up``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from ucloud.errors import ConflictError, ImageBuildError, InputError
 from ucloud.events import Event, ImageDeleted, ImageRequested
-from ucloud.handlers.filescan import (
-    Version,
-    envelope,
-    file_id,
-    file_path,
-    files_dir,
-    record_upload,
-)
+from ucloud.files import Version, envelope, file_id, file_path, files_dir, record_upload
 from ucloud.ids import derive_id, new_id
+from ucloud.imagebuild.child import CACHE, build_in_child
 from ucloud.images.validate import sha256_of
 from ucloud.projections.views import name_key
 from ucloud.services import ServiceContext
@@ -45,8 +36,6 @@ log = logging.getLogger(__name__)
 ACTOR = "system:builtins"
 ADMIN = "admin"
 RECIPES = {"tiny": "tiny", "debian-12": "debian"}  # image name -> recipe of the builder
-CACHE = Path("images") / "builtin"  # under data_dir, as ``ucloud image build`` keeps it
-_STOP_S = 30.0
 
 Build = Callable[[str, Path], Awaitable[Path]]
 
@@ -63,46 +52,6 @@ def needs_request(history: Sequence[Event]) -> bool:
         if isinstance(event, ImageRequested):
             return False
     return True
-
-
-async def build_in_child(recipe: str, cache_dir: Path) -> Path:
-    """Build (or find cached) the image of ``recipe``; ImageBuildError when that fails."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ucloud.cli.main", "image", "build", recipe,
-        "--cache-dir", str(cache_dir),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    tail: list[str] = []
-    try:
-        async for raw in process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            if line:
-                log.info("built-in %s: %s", recipe, line)
-                tail = [*tail[-9:], line]
-        out = (await process.stdout.read()).decode(errors="replace")
-        code = await process.wait()
-    except asyncio.CancelledError:
-        await _stop(process)
-        raise
-    if code != 0:
-        raise ImageBuildError(recipe, "build", "\n".join(tail) or f"exited {code}")
-    lines = out.strip().splitlines()
-    if not lines or not Path(lines[-1]).is_file():
-        raise ImageBuildError(recipe, "build", f"no image path in its output: {out[-200:]!r}")
-    return Path(lines[-1])
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(process.wait(), _STOP_S)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
 
 
 def place(built: Path, target: Path) -> Version:

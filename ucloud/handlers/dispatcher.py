@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
+from ucloud.consumer import delivery, run_consumer
 from ucloud.errors import ConflictError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -62,7 +63,6 @@ from ucloud.events import (
     VmStopRequested,
     subject,
 )
-from ucloud.handlers.runner import delivery, run_consumer
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ucloud.config import Config
+from ucloud.consumer import run_consumer
 from ucloud.errors import ConflictError, InputError, LogError, Refused, UcloudError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -44,8 +45,7 @@ from ucloud.events import (
     ImageRequested,
     subject,
 )
-from ucloud.handlers.filescan import file_id, file_path, files_dir, last_upload
-from ucloud.handlers.runner import run_consumer
+from ucloud.files import file_id, file_path, files_dir, last_upload
 from ucloud.images.store import ImageStore, images_dir, open_store
 from ucloud.images.validate import GIB, convert_to_raw, copy_into, inspect, sha256_of
 from ucloud.services import ServiceContext

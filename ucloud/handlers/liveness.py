@@ -30,6 +30,7 @@ from ucloud.eventlog import EventLog
 from ucloud.events import Cause, HostDown, HostEvent, HostUp
 from ucloud.handlers.placement import CapacityLedger
 from ucloud.handlers.scheduler import LedgerFollower
+from ucloud.hostd.lease import alive_prefix
 from ucloud.services import ServiceContext
 from ucloud.store import Store
 
@@ -37,46 +38,6 @@ log = logging.getLogger(__name__)
 
 ACTOR = "system:monitor"
 SETTLE_S = 0.1  # the monitor looks at most this often: transitions matter in seconds
-
-
-def alive_prefix(prefix: str) -> str:
-    return f"{prefix}alive/"
-
-
-class HostLease:
-    """The liveness key of one host, under a lease that ``run`` keeps renewing."""
-
-    def __init__(self, store: Store, prefix: str, host: str, ttl: int) -> None:
-        self.store = store
-        self.key = f"{alive_prefix(prefix)}{host}"
-        self.host = host
-        self.ttl = ttl
-        self.lease = 0
-
-    async def acquire(self) -> None:
-        """Take a fresh lease and put the key under it."""
-        self.lease = await self.store.grant(self.ttl)
-        await self.store.put(self.key, self.host.encode(), lease=self.lease)
-
-    async def run(self) -> None:
-        """Renew the lease every third of its ttl; take a new one if it expired. Until
-        cancelled; the lease is left to expire, so a quick restart does not look like a
-        death."""
-        if not self.lease:
-            await self.acquire()
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                if not await self.store.refresh(self.lease):
-                    log.warning("liveness lease of %s had expired; taking a new one", self.host)
-                    await self.acquire()
-            except Exception as exc:  # etcd away: keep trying, the lease may still hold
-                log.warning("liveness of %s: cannot renew (%r); retrying", self.host, exc)
-
-
-async def keep_alive(store: Store, prefix: str, host_id: str, ttl: int) -> None:
-    """Keep ``<prefix>alive/<host_id>`` alive until cancelled."""
-    await HostLease(store, prefix, host_id, ttl).run()
 
 
 def transitions(ledger: CapacityLedger, alive: Collection[str], at: datetime) -> list[HostEvent]:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ucloud.config import SchedulerConfig
+from ucloud.consumer import delivery
 from ucloud.errors import ConflictError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -66,7 +67,6 @@ from ucloud.events import (
     subject,
 )
 from ucloud.handlers.placement import CapacityLedger, NoCapacity, Placement, Policy, place
-from ucloud.handlers.runner import delivery
 from ucloud.handlers.scheduler import LedgerFollower
 
 log = logging.getLogger(__name__)

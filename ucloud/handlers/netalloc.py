@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ucloud.config import NetworkConfig
+from ucloud.consumer import run_consumer
 from ucloud.errors import ConflictError, DecodeError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -30,7 +31,6 @@ from ucloud.events import (
     subject,
 )
 from ucloud.handlers.ipam import Limits, Pools, decide, fold_net, fold_pools
-from ucloud.handlers.runner import run_consumer
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)

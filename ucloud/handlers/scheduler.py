@@ -45,6 +45,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ucloud.config import SchedulerConfig
+from ucloud.consumer import delivery, run_consumer
 from ucloud.errors import ConflictError, DecodeError, LogError
 from ucloud.eventlog import EventLog, Record, Stored
 from ucloud.events import (
@@ -61,7 +62,6 @@ from ucloud.events import (
     subject,
 )
 from ucloud.handlers.placement import CapacityLedger, NoCapacity, advanced, evolve, place
-from ucloud.handlers.runner import delivery, run_consumer
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from ucloud.config import HostConfig
 from ucloud.errors import UcloudError
 from ucloud.hostd.qemu import Accel, Launch, QemuProcess, RuntimeDir, qemu_argv
 from ucloud.hostd.qmp import QmpSession
-from ucloud.images.tiny import UP_LINE
+from ucloud.imagebuild.tiny import UP_LINE
 
 log = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ from typing import Any
 import msgspec
 
 from ucloud.config import Config
+from ucloud.consumer import delivery
 from ucloud.errors import InputError, UcloudError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -59,7 +60,6 @@ from ucloud.events import (
     VmStopped,
 )
 from ucloud.events.base import valid_token
-from ucloud.handlers.runner import delivery
 from ucloud.hostd import lookup, migrate, rules
 from ucloud.hostd.accel import Accelerator
 from ucloud.hostd.machine import Machine, Want

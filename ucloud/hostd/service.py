@@ -18,16 +18,16 @@ import logging
 from pathlib import Path
 
 from ucloud.config import Config
+from ucloud.consumer import run_consumer
 from ucloud.events import subject
-from ucloud.handlers.builtins import CACHE, build_in_child
-from ucloud.handlers.liveness import HostLease
-from ucloud.handlers.runner import run_consumer
 from ucloud.hostd.accel import Accelerator, probe_kvm
 from ucloud.hostd.console import endpoint_key, serve_consoles
 from ucloud.hostd.daemon import Hostd, runtime_root
+from ucloud.hostd.lease import HostLease
 from ucloud.hostd.plumbing import NoPlumbing, Plumbing
 from ucloud.hostd.qemu import QemuProcess
 from ucloud.hostd.registry import register
+from ucloud.imagebuild.child import CACHE, build_in_child
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,4 @@
-"""Guest images: the built-in ones this project builds, uploaded ones it checks and stores.
-
-``build(name, cache_dir)`` returns the cached qcow2 of the built-in image ``tiny`` or
-``debian``, building it first from Debian's packages when its recipe changed;
-``recipe_hash(name)`` names the current recipe (``builder``). Uploaded images are checked
-by ``validate`` and kept by ``store``.
+"""The image store: uploaded (and built-in) images checked (``validate``) and kept as raw
+base images with copy-on-write VM disks (``store``: a filesystem directory; ``rbd_store``:
+a Ceph RBD pool). Building the built-in guest images is ``ucloud.imagebuild``.
 """
-
-from ucloud.images.builder import NAMES, build, image_path, recipe_hash
-
-__all__ = ["NAMES", "build", "image_path", "recipe_hash"]

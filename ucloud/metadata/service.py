@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from ucloud.config import Config
-from ucloud.handlers.runner import run_consumer
+from ucloud.consumer import run_consumer
 from ucloud.metadata import METADATA_ADDRESS, userdata
 from ucloud.metadata.documents import Facts, Reply, answer, forbidden, keys_of
 from ucloud.metadata.http import Arrival, MetadataProtocol, fixed, tcp_listener

@@ -18,15 +18,15 @@ import pytest
 
 from ucloud import events as ev
 from ucloud.config import Config, ConsumerConfig, NatsConfig
-from ucloud.errors import LogError
-from ucloud.eventlog import EventLog
-from ucloud.handlers.runner import (
+from ucloud.consumer import (
     Handler,
     counters,
     delivery,
     reacting,
     run_consumer,
 )
+from ucloud.errors import LogError
+from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
 from ucloud.projections.views import PoisonView
 from ucloud.servers import EmbeddedNats

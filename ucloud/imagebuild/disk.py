@@ -15,7 +15,7 @@ import struct
 import uuid as uuid_mod
 from pathlib import Path
 
-from ucloud.images.recipe import BuildContext
+from ucloud.imagebuild.recipe import BuildContext
 
 SECTOR = 512
 PARTITION_START = 2048  # sectors: 1 MiB, the gap that holds core.img

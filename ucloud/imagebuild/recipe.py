@@ -21,9 +21,9 @@ from ucloud.errors import ImageBuildError
 SUITE = "bookworm"
 APT_NO_TRANSLATIONS = '--aptopt=Acquire::Languages "none"'
 COMMON_FILES = (
-    "images/recipe.py",
-    "images/disk.py",
-    "images/sources.py",
+    "imagebuild/recipe.py",
+    "imagebuild/disk.py",
+    "imagebuild/sources.py",
 )
 
 # Tool -> the Debian package that provides it (scripts/setup installs them).

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from nats.js import api as js_api
 
 from ucloud.config import ConsumerConfig
+from ucloud.consumer import consumer_config, is_last_delivery, retry_delay
 from ucloud.errors import ConfigError, InputError
-from ucloud.handlers.runner import consumer_config, is_last_delivery, retry_delay
 
 SETTINGS = ConsumerConfig(batch=16, ack_wait_s=2.5, max_deliver=4, backoff_s=[0.5, 1.0])
 

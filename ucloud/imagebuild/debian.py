@@ -13,8 +13,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from ucloud.images import disk
-from ucloud.images.recipe import (
+from ucloud.imagebuild import disk
+from ucloud.imagebuild.recipe import (
     APT_NO_TRANSLATIONS,
     COMMON_FILES,
     SUITE,
@@ -55,7 +55,7 @@ DISK_MIB = 2048
 HOSTNAME = "debian"
 UCLOUD_INIT = "init/ucloud_init.py"
 UCLOUD_INIT_UNIT = "init/ucloud-init.service"
-_FILES = "images/files/"
+_FILES = "imagebuild/files/"
 
 
 def assemble(ctx: BuildContext) -> Path:
@@ -148,7 +148,7 @@ RECIPE = Recipe(
     packages=PACKAGES,
     files=(
         *COMMON_FILES,
-        "images/debian.py",
+        "imagebuild/debian.py",
         _FILES + "debian-ucloud.network",
         _FILES + "ucloud-ssh-keygen.service",
     ),

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import ucloud
 from ucloud.errors import ImageBuildError, InputError
-from ucloud.images import debian, disk, sources, tiny
-from ucloud.images.recipe import SUITE, BuildContext, Recipe, missing_tools
+from ucloud.imagebuild import debian, disk, sources, tiny
+from ucloud.imagebuild.recipe import SUITE, BuildContext, Recipe, missing_tools
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (tiny.RECIPE, debian.RECIPE)}
 NAMES = tuple(RECIPES)

@@ -14,9 +14,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ucloud.images import disk, initramfs
-from ucloud.images.modules import ModuleError, builtin_names, load_order, parse_modules_dep
-from ucloud.images.recipe import (
+from ucloud.imagebuild import disk, initramfs
+from ucloud.imagebuild.modules import ModuleError, builtin_names, load_order, parse_modules_dep
+from ucloud.imagebuild.recipe import (
     APT_NO_TRANSLATIONS,
     COMMON_FILES,
     SUITE,
@@ -38,7 +38,7 @@ MODULES = (
 CMDLINE = "console=ttyS0 quiet panic=-1"
 UP_LINE = "ucloud-tiny: up"
 DISK_MIB = 64
-_FILES = "images/files/"
+_FILES = "imagebuild/files/"
 
 
 def assemble(ctx: BuildContext) -> Path:
@@ -140,9 +140,9 @@ RECIPE = Recipe(
     packages=PACKAGES,
     files=(
         *COMMON_FILES,
-        "images/tiny.py",
-        "images/modules.py",
-        "images/initramfs.py",
+        "imagebuild/tiny.py",
+        "imagebuild/modules.py",
+        "imagebuild/initramfs.py",
         _FILES + "tiny-inittab",
         _FILES + "tiny-rcS",
         _FILES + "tiny-poweroff",

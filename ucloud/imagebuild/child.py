@@ -1,0 +1,63 @@
+"""A guest image build as a child process, as the services run it.
+
+``ucloud image build <recipe> --cache-dir DIR`` runs in its own process group: a cached
+build returns at once, a fresh ``debian`` takes minutes; its progress lines are logged,
+and it is terminated when the caller is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ucloud.errors import ImageBuildError
+
+log = logging.getLogger(__name__)
+
+CACHE = Path("images") / "builtin"  # under data_dir, as ``ucloud image build`` keeps it
+_STOP_S = 30.0
+
+
+async def build_in_child(recipe: str, cache_dir: Path) -> Path:
+    """Build (or find cached) the image of ``recipe``; ImageBuildError when that fails."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ucloud.cli.main", "image", "build", recipe,
+        "--cache-dir", str(cache_dir),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    tail: list[str] = []
+    try:
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                log.info("built-in %s: %s", recipe, line)
+                tail = [*tail[-9:], line]
+        out = (await process.stdout.read()).decode(errors="replace")
+        code = await process.wait()
+    except asyncio.CancelledError:
+        await _stop(process)
+        raise
+    if code != 0:
+        raise ImageBuildError(recipe, "build", "\n".join(tail) or f"exited {code}")
+    lines = out.strip().splitlines()
+    if not lines or not Path(lines[-1]).is_file():
+        raise ImageBuildError(recipe, "build", f"no image path in its output: {out[-200:]!r}")
+    return Path(lines[-1])
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), _STOP_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
