@@ -33,17 +33,17 @@ import pytest
 from tests.ceph_cluster import CephCluster
 from tests.integration.gateway_harness import Running, User, running_gateway, system
 from tests.integration.hostd_harness import built, cloud_config, kill_all
-from tests.integration.test_evacuation import (
+from tests.multihost import (
+    Namespace,
+    ping,
+    ucloud_binary,
+)
+from tests.namespace_cloud import (
     cancelled,
     eventually,
     lan,
     namespace_cloud,
     shared_tiny,
-)
-from tests.multihost import (
-    Namespace,
-    ping,
-    ucloud_binary,
 )
 from ucloud import events as ev
 from ucloud.config import Config
