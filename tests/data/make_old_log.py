@@ -14,7 +14,8 @@ What it did: started a real nats-server and etcd in a temporary directory, appen
 story of causally sensible chains covering every event type of ``ucloud.events`` (users
 and their keys, files, images, pools and networks, hosts, orders and VMs through
 placement, start, stop, crash, migration, evacuation, loss, scheduling failure and
-deletion) through ``EventLog.append``, rebuilt the projection into etcd with
+deletion) through ``EventLog.append`` with the expected sequence of each aggregate (so the stored
+headers are those of the handlers' appends), rebuilt the projection into etcd with
 ``ucloud.projections.rebuild.rebuild``, dumped every projected key under the prefix
 (relative, the checkpoint aside: it is a stream sequence) with its stored value as text,
 and wrote the stream with ``ucloud events export``. Ids and event times are fixed by the
@@ -382,8 +383,10 @@ async def append_and_project(config: Config, events: list[Event]) -> dict[str, s
     store = await Store.connect(config.etcd.endpoints)
     try:
         await event_log.ensure_stream()
-        for event in events:
-            await event_log.append(event)
+        last: dict[tuple[str, str], int] = {}  # each aggregate's last sequence
+        for event in events:  # with optimistic concurrency, as the handlers append
+            aggregate = (event.aggregate, event.aggregate_id)
+            last[aggregate] = await event_log.append(event, expected=last.get(aggregate, 0))
         await rebuild(store, event_log, config.etcd.prefix, max_txn_ops=config.etcd.max_txn_ops)
         items = await store.get_prefix(config.etcd.prefix)
     finally:
