@@ -244,8 +244,7 @@ class HostdProcess:
 
     def __init__(self, cloud: Cloud, directory: Path) -> None:
         self.settings = directory / "hostd.toml"
-        raw = msgspec.to_builtins(cloud.config)
-        self.settings.write_text(render_settings(_without_none(raw)))
+        self.settings.write_text(settings_text(cloud.config))
         self.log = directory / "hostd.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -273,6 +272,11 @@ class HostdProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def settings_text(config: Config) -> str:
+    """``config`` as the TOML file a ``ucloud --config FILE`` process reads."""
+    return render_settings(_without_none(msgspec.to_builtins(config)))
 
 
 def _without_none(value: Any) -> Any:

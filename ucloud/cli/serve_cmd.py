@@ -3,7 +3,9 @@
 The production shape: one process per service, any number of them on any number of hosts,
 each talking to the clustered NATS and etcd named in ``--config`` (or pointed at an
 all-in-one with ``--data-dir``). The service is supervised as in ``ucloud up``: a crash is
-logged and the service restarted with backoff; SIGINT/SIGTERM stop it cleanly.
+logged and the service restarted with backoff; SIGINT/SIGTERM stop it cleanly. Under systemd
+(``systemd/ucloud-<service>.service``, ``Type=notify``) it says READY=1 once it has its
+connections and has started the service.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from typing import Any
 
 from ucloud.client.locate import add_server_options, server_config
+from ucloud.sdnotify import notify
 from ucloud.services import SERVICES, resolve
 from ucloud.supervisor import Supervisor, connected, stop_on_signals
 
@@ -58,9 +61,11 @@ async def _serve(args: argparse.Namespace) -> int:
             await event_log.ensure_stream()
             supervisor = Supervisor(config, event_log, store, [name])
             supervisor.start()
+            notify("READY=1")
             try:
                 await stop.wait()
                 log.info("stopping %s", name)
+                notify("STOPPING=1")
             finally:
                 await supervisor.stop()
     return 0
