@@ -215,6 +215,30 @@ async def test_creating_with_an_order_checks_first_and_appends_nothing_on_bad_in
     assert (await client.get("/v1/vms")).json() == []
 
 
+async def test_a_quote_and_a_vm_create_accept_and_refuse_the_same_specs(setup: Setup) -> None:
+    gw = setup.gw
+    client = gw.client(setup.alice)
+    await gw.network("alice", "lan")
+    await gw.network("bob", "theirs")
+    before = await gw.last_seq()
+    specs: list[dict[str, Any]] = [
+        {**SPEC, "cpu": 0}, {**SPEC, "cpu": 1025}, {**SPEC, "ram": "lots"}, {**SPEC, "ram": 0},
+        {**SPEC, "ssd": "1.00001G"}, {**SPEC, "hdd": -1}, {**SPEC, "hdd": "2P"},
+        {"cpu": 2, "ram": 2}, {**SPEC, "image": "nope"}, {**SPEC, "networks": ["theirs"]},
+        {**SPEC, "networks": ["lan", "lan"]}, {**SPEC, "colour": "blue"},
+    ]
+    for spec in specs:
+        quoted = await client.post("/v1/orders/quote", json={"image": "debian", **spec})
+        created = await client.post("/v1/vms", json={"name": "web", "image": "debian", **spec})
+        assert quoted.status_code == created.status_code == 400, (spec, quoted.text)
+        assert quoted.json() == created.json(), spec
+    assert await gw.last_seq() == before
+    edge = {**SPEC, "cpu": 1024, "hdd": "1T", "image": "debian", "networks": ["lan"]}
+    assert (await client.post("/v1/orders/quote", json=edge)).status_code == 200
+    made = await client.post("/v1/vms", json={**edge, "name": "web"})
+    assert made.status_code == 202, made.text
+
+
 async def test_the_cli_quotes_orders_and_shows_orders(
     setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
