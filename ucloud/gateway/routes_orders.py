@@ -3,11 +3,12 @@
 ``POST /v1/orders/quote`` prices a VM spec at the price table (``[billing] prices``) as
 the file reads at that moment; nothing is appended. ``POST /v1/vms`` with ``order: true``
 reads its spec as the quote does (``spec.read_spec``) and turns the same quote (``price``)
-into an ``order.<id>.placed`` (owner, VM id, spec, the agreed price lines, currency):
-``draft_order`` prices it before anything is written, the VM route
-appends it and only then the VM's ``vm.requested`` naming the order, so that billing,
-which reads the log in order, knows the agreed price before the VM exists. Billing then
-charges the VM at these lines, whatever the table says later.
+into an ``order.<id>.placed`` (owner, VM id, spec, the agreed price lines, currency, the
+table's decimals, so that the order's 30-day price is the quote's): ``draft_order``
+prices it before anything is written, the VM route appends it and only then the VM's
+``vm.requested`` naming the order, so that billing, which reads the log in order, knows
+the agreed price before the VM exists. Billing then charges the VM at these lines,
+whatever the table says later.
 
 If the VM's append fails after the order's, the order stays in the log naming a VM that
 never existed. It is harmless: billing charges only VMs that ran, at the order their own
@@ -80,7 +81,7 @@ def draft_order(gw: Gateway, head: dict[str, Any], *, vm: str, spec: VmSpec) -> 
     return ev.OrderPlaced(
         **head, order=new_id(), owner=head["actor"], vm=vm, spec=spec.resources,
         lines=priced.lines, currency=priced.currency, image=spec.image_name,
-        nics=len(spec.networks),
+        nics=len(spec.networks), decimals=priced.decimals,
     )
 
 
