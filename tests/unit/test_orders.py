@@ -70,6 +70,22 @@ def test_an_order_becomes_a_view_and_an_owner_index() -> None:
     assert changes(out, placed(vm="v2")) == []
 
 
+@pytest.mark.parametrize("decimals", [0, 2, 4, 8])
+def test_an_order_and_its_quote_agree_on_the_30_day_price(decimals: int) -> None:
+    prices = msgspec.structs.replace(PRICES, decimals=decimals)
+    priced = quote(SPEC, prices)
+    out = dict(changes({}, placed(lines=priced.lines, decimals=priced.decimals)))
+    view = out[order_key("o1")]
+    assert isinstance(view, OrderView)
+    assert view.per_30_days == quote_answer(priced).per_30_days
+    assert view.per_minute == quote_answer(priced).per_minute
+
+
+def test_an_order_placed_before_orders_recorded_decimals_shows_the_exact_price() -> None:
+    view = dict(changes({}, placed()))[order_key("o1")]
+    assert isinstance(view, OrderView) and view.per_30_days == "129.9456000"
+
+
 @pytest.mark.parametrize(
     ("cpu", "ram", "ssd", "hdd", "field"),
     [
