@@ -151,7 +151,7 @@ async def test_an_ordered_vm_is_billed_at_the_agreed_price(
     shown = (await client.get(f"/v1/orders/{order_id}")).json()
     assert (shown["id"], shown["vm"], shown["owner"]) == (order_id, vm["id"], "alice")
     assert shown["lines"] == SPEC_LINES
-    assert (shown["per_minute"], shown["per_30_days"]) == ("0.00310", "133.92000")
+    assert (shown["per_minute"], shown["per_30_days"]) == ("0.00310", "133.92")
     assert (await client.get("/v1/orders")).json() == [shown]
     assert (await gw.client(gw.admin).get(f"/v1/orders/{order_id}")).json() == shown
     theirs = gw.client(bob)
@@ -198,6 +198,24 @@ async def test_an_ordered_vm_is_billed_at_the_agreed_price(
     assert checkpoint == await gw.last_seq() and differences == []
 
 
+async def test_a_quote_and_the_order_placed_from_it_agree_on_the_30_day_price(
+    setup: Setup,
+) -> None:
+    gw = setup.gw
+    client = gw.client(setup.alice)
+    await gw.network("alice", "lan")
+    # 0.002 + 0.001 + 1.5 x 0.00001 + 0.0002 = 0.003215 per minute: 138.888 per 30 days
+    spec = {"cpu": 2, "ram": "2G", "ssd": "1536M", "image": "debian", "networks": ["lan"]}
+    quoted = (await client.post("/v1/orders/quote", json=spec)).json()
+    made = await client.post("/v1/vms", json={**spec, "name": "web", "order": True})
+    assert made.status_code == 202, made.text
+    order = (await client.get(f"/v1/orders/{made.json()['order']}")).json()
+    assert (quoted["per_minute"], quoted["per_30_days"]) == ("0.003215", "138.89")
+    assert (order["per_minute"], order["per_30_days"]) == (
+        quoted["per_minute"], quoted["per_30_days"])
+    assert order["lines"] == quoted["lines"]
+
+
 async def test_creating_with_an_order_checks_first_and_appends_nothing_on_bad_input(
     setup: Setup,
 ) -> None:
@@ -213,6 +231,30 @@ async def test_creating_with_an_order_checks_first_and_appends_nothing_on_bad_in
     assert broken.status_code == 500 and "TOML" in broken.json()["error"]
     assert await gw.last_seq() == before
     assert (await client.get("/v1/vms")).json() == []
+
+
+async def test_a_quote_and_a_vm_create_accept_and_refuse_the_same_specs(setup: Setup) -> None:
+    gw = setup.gw
+    client = gw.client(setup.alice)
+    await gw.network("alice", "lan")
+    await gw.network("bob", "theirs")
+    before = await gw.last_seq()
+    specs: list[dict[str, Any]] = [
+        {**SPEC, "cpu": 0}, {**SPEC, "cpu": 1025}, {**SPEC, "ram": "lots"}, {**SPEC, "ram": 0},
+        {**SPEC, "ssd": "1.00001G"}, {**SPEC, "hdd": -1}, {**SPEC, "hdd": "2P"},
+        {"cpu": 2, "ram": 2}, {**SPEC, "image": "nope"}, {**SPEC, "networks": ["theirs"]},
+        {**SPEC, "networks": ["lan", "lan"]}, {**SPEC, "colour": "blue"},
+    ]
+    for spec in specs:
+        quoted = await client.post("/v1/orders/quote", json={"image": "debian", **spec})
+        created = await client.post("/v1/vms", json={"name": "web", "image": "debian", **spec})
+        assert quoted.status_code == created.status_code == 400, (spec, quoted.text)
+        assert quoted.json() == created.json(), spec
+    assert await gw.last_seq() == before
+    edge = {**SPEC, "cpu": 1024, "hdd": "1T", "image": "debian", "networks": ["lan"]}
+    assert (await client.post("/v1/orders/quote", json=edge)).status_code == 200
+    made = await client.post("/v1/vms", json={**edge, "name": "web"})
+    assert made.status_code == 202, made.text
 
 
 async def test_the_cli_quotes_orders_and_shows_orders(
@@ -246,7 +288,7 @@ async def test_the_cli_quotes_orders_and_shows_orders(
                                   "--cpu", "2", "--ram", "2G", "--ssd", "10", "--order")
     assert code == 0, err
     first = out.splitlines()[0]
-    assert first.startswith("ordered at CHF 0.00310 per minute (CHF 133.92000 per 30 days)")
+    assert first.startswith("ordered at CHF 0.00310 per minute (CHF 133.92 per 30 days)")
     order_id = first.rsplit(" ", 1)[1]
     code, out, _ = await ucloud(setup.alice, "order", "list", "-o", "json")
     listed = json.loads(out)
@@ -254,7 +296,7 @@ async def test_the_cli_quotes_orders_and_shows_orders(
     code, out, _ = await ucloud(setup.alice, "order", "list")
     assert out.splitlines()[1].split()[:4] == [order_id, listed[0]["vm"], "alice", "CHF"]
     code, out, _ = await ucloud(setup.alice, "order", "show", order_id)
-    assert code == 0 and "per 30 days:  CHF 133.92000" in out and "ram_gib" in out
+    assert code == 0 and "per 30 days:  CHF 133.92" in out and "ram_gib" in out
     code, _, err = await ucloud(setup.bob, "order", "show", order_id)
     assert code == 1 and err.startswith("ucloud: id: ")
     code, out, _ = await ucloud(setup.alice, "vm", "events", "web", "-o", "json")

@@ -16,8 +16,8 @@ from ucloud.cli.main import build_parser
 from ucloud.cli.order_cmd import agreed_price, render_order, render_orders, render_quote
 from ucloud.errors import InputError
 from ucloud.events.order import PriceLine
-from ucloud.gateway import routes_orders, routes_vms
-from ucloud.gateway.routes_orders import quote_answer, vm_spec
+from ucloud.gateway.routes_orders import quote_answer
+from ucloud.gateway.spec import MAX_CPU, vm_resources
 from ucloud.projections.apply import changes
 from ucloud.projections.views import (
     OrderLineView,
@@ -70,12 +70,28 @@ def test_an_order_becomes_a_view_and_an_owner_index() -> None:
     assert changes(out, placed(vm="v2")) == []
 
 
+@pytest.mark.parametrize("decimals", [0, 2, 4, 8])
+def test_an_order_and_its_quote_agree_on_the_30_day_price(decimals: int) -> None:
+    prices = msgspec.structs.replace(PRICES, decimals=decimals)
+    priced = quote(SPEC, prices)
+    out = dict(changes({}, placed(lines=priced.lines, decimals=priced.decimals)))
+    view = out[order_key("o1")]
+    assert isinstance(view, OrderView)
+    assert view.per_30_days == quote_answer(priced).per_30_days
+    assert view.per_minute == quote_answer(priced).per_minute
+
+
+def test_an_order_placed_before_orders_recorded_decimals_shows_the_exact_price() -> None:
+    view = dict(changes({}, placed()))[order_key("o1")]
+    assert isinstance(view, OrderView) and view.per_30_days == "129.9456000"
+
+
 @pytest.mark.parametrize(
     ("cpu", "ram", "ssd", "hdd", "field"),
     [
         (0, 2, 10, 0, "cpu"),
         (-1, 2, 10, 0, "cpu"),
-        (routes_orders.MAX_CPU + 1, 2, 10, 0, "cpu"),
+        (MAX_CPU + 1, 2, 10, 0, "cpu"),
         (1, 0, 10, 0, "ram"),
         (1, "12K", 10, 0, "ram"),
         (1, 2, "0M", 0, "ssd"),
@@ -87,14 +103,14 @@ def test_a_bad_spec_names_its_field(
     cpu: int, ram: int | str, ssd: int | str, hdd: int | str, field: str
 ) -> None:
     with pytest.raises(InputError) as caught:
-        vm_spec(cpu, ram, ssd, hdd)
+        vm_resources(cpu, ram, ssd, hdd)
     assert caught.value.field == field
 
 
-def test_specs_read_sizes_as_vm_create_does() -> None:
-    assert vm_spec(2, "1536M", 10, "1T") == ev.Resources(
+def test_specs_read_sizes_as_users_write_them() -> None:
+    assert vm_resources(2, "1536M", 10, "1T") == ev.Resources(
         cpu=2, ram_mib=1536, ssd_mib=10240, hdd_mib=1 << 20)
-    assert routes_orders.MAX_CPU == routes_vms.MAX_CPU
+    assert vm_resources(MAX_CPU, 1, 1, 0).cpu == MAX_CPU
 
 
 def test_a_quote_goes_out_in_fixed_point() -> None:

@@ -113,7 +113,7 @@ def render_order(order: Mapping[str, Any]) -> str:
         ("image", str(order.get("image") or NONE)),
         ("nics", str(order.get("nics", 0))),
         ("per minute", f"{currency} {order.get('per_minute', NONE)}"),
-        ("per 30 days", f"{currency} {order.get('per_30_days', NONE)} (exact, not rounded)"),
+        ("per 30 days", f"{currency} {order.get('per_30_days', NONE)}"),
     ])
     return head + "\n\n" + _lines(order.get("lines") or ())
 

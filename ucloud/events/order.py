@@ -45,6 +45,9 @@ class OrderPlaced(OrderEvent, frozen=True, kw_only=True, tag="order.placed"):
     currency: str
     image: str = ""
     nics: int = 0
+    # the price table's decimals: the 30-day price is rounded as the quote rounded it
+    # (None: placed before orders recorded them; that price is shown exact)
+    decimals: int | None = None
 
 
 ORDER_EVENTS = (OrderPlaced,)

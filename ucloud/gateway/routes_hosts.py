@@ -7,16 +7,19 @@ from collections.abc import Callable
 
 from ucloud import events as ev
 from ucloud.errors import ConflictError, InputError, NotFound, Refused
+from ucloud.eventlog import Stored
 from ucloud.events.base import valid_token
 from ucloud.gateway import rules
+from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
-from ucloud.gateway.routes_vms import MAX_CPU
 from ucloud.gateway.schemas import HostCreate
 from ucloud.gateway.sizes import parse_positive_size, parse_size
+from ucloud.gateway.spec import MAX_CPU
 from ucloud.gateway.state import Gateway, envelope
+from ucloud.projections.mirror import Entry
 from ucloud.projections.views import HostView
 
-_RETRIES = 5
+_BUSY = ("id", "the host kept changing; try again")
 _ADMIN = (401, 403)
 
 
@@ -63,20 +66,16 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             host = call.params["id"]
             if mirror.hosts.get(host) is None:
                 raise NotFound("id", f"no host {host}")
-            for _ in range(_RETRIES):
-                _, last = await gw.log.load("host", host)
-                await gw.settled(last)
+
+            def decide(_: list[Stored]) -> Decision[Entry[HostView]]:
                 entry = mirror.hosts.get(host)
                 if entry is None:
                     raise NotFound("id", f"no host {host}")
                 rules.check_host(entry.view, action)
-                try:
-                    seq = await gw.log.append(make(call, host), expected=last)
-                except ConflictError:
-                    continue
-                await gw.settled(seq)
-                return Answer(202, RawJson((mirror.hosts.get(host) or entry).raw))
-            raise Refused("id", "the host kept changing; try again")
+                return Decision(make(call, host), entry)
+
+            before = await decide_and_append(gw, "host", host, decide, busy=_BUSY)
+            return Answer(202, RawJson((mirror.hosts.get(host) or before).raw))
 
         return act
 

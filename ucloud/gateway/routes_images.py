@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ucloud import events as ev
-from ucloud.errors import ConflictError, Forbidden, InputError, NotFound, Refused
+from ucloud.errors import Forbidden, InputError, NotFound, Refused
+from ucloud.eventlog import Stored
 from ucloud.events.types import StoreKind
+from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
 from ucloud.gateway.schemas import Request
@@ -24,7 +26,7 @@ from ucloud.images.validate import check_image_name
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import FileView, ImageView
 
-_RETRIES = 5
+_BUSY = ("status", "the image kept changing; try again")
 
 
 class ImageCreate(Request, kw_only=True):
@@ -89,9 +91,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
     async def delete(call: Call) -> Answer:
         principal = call.principal
         image = find(principal, call.params["id"]).view.id
-        for _ in range(_RETRIES):
-            _, last = await gw.log.load("image", image)
-            await gw.settled(last)
+
+        def decide(_: list[Stored]) -> Decision[Entry[ImageView]]:
             entry = mirror.images.get(image)
             if entry is None:
                 raise NotFound("id", f"no image {call.params['id']}")
@@ -99,7 +100,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             if not principal.sees(view.owner):
                 raise Forbidden("id", f"image {view.name} is public; only its owner deletes it")
             if view.status == "deleting":
-                return Answer(202, RawJson(entry.raw))
+                return Decision(None, entry)
             if view.status == "requested":
                 raise Refused("status", f"image {view.name} is still being made")
             users = sorted(v.view.name for v in mirror.vms.all() if v.view.image == image)
@@ -107,14 +108,10 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
                 raise Refused(
                     "id", f"{len(users)} VM(s) use image {view.name}: {', '.join(users[:5])}"
                 )
-            event = ev.ImageDeleteRequested(**envelope(principal), image=image)
-            try:
-                seq = await gw.log.append(event, expected=last)
-            except ConflictError:
-                continue
-            await gw.settled(seq)
-            return Answer(202, _raw(mirror.images.get(image), image, entry))
-        raise Refused("status", "the image kept changing; try again")
+            return Decision(ev.ImageDeleteRequested(**envelope(principal), image=image), entry)
+
+        before = await decide_and_append(gw, "image", image, decide, busy=_BUSY)
+        return Answer(202, _raw(mirror.images.get(image), image, before))
 
     return [
         Endpoint(

@@ -12,8 +12,10 @@ seen. A network another user owns does not exist for you (404); admins see all.
 from __future__ import annotations
 
 from ucloud import events as ev
-from ucloud.errors import ConflictError, NotFound, Refused
+from ucloud.errors import NotFound, Refused
+from ucloud.eventlog import Stored
 from ucloud.events.types import Ipam
+from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
 from ucloud.gateway.lookup import check_resource_name, owned
@@ -23,7 +25,7 @@ from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
 from ucloud.projections.views import NetView, net_vm_key
 
-_RETRIES = 5
+_BUSY = ("status", "the network kept changing; try again")
 _NAMED = 10  # attached VMs named in a refusal
 
 
@@ -80,15 +82,14 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
     async def delete(call: Call) -> Answer:
         principal = call.principal
         net = find(principal, call.params["id"]).view.id
-        for _ in range(_RETRIES):
-            _, last = await gw.log.load("net", net)
-            await gw.settled(max(last, await gw.log.last_sequence()))
+
+        async def decide(_: list[Stored]) -> Decision[Entry[NetView]]:
             entry = mirror.nets.get(net)
             if entry is None:
                 raise NotFound("id", f"no network {call.params['id']}")
             view = entry.view
             if view.status == "deleting":
-                return Answer(202, RawJson(entry.raw))
+                return Decision(None, entry)
             if view.status == "requested":
                 raise Refused("status", f"network {view.name} is still being created")
             users = await attached(net)
@@ -97,14 +98,11 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
                 raise Refused(
                     "id", f"{len(users)} VM(s) are attached to network {view.name}: {shown}"
                 )
-            event = ev.NetDeleteRequested(**envelope(principal), net=net)
-            try:
-                seq = await gw.log.append(event, expected=last)
-            except ConflictError:
-                continue
-            await gw.settled(seq)
-            return Answer(202, _raw(mirror.nets.get(net), net, entry))
-        raise Refused("status", "the network kept changing; try again")
+            return Decision(ev.NetDeleteRequested(**envelope(principal), net=net), entry)
+
+        # the whole log as it stood: a VM requested before the delete is seen attached
+        before = await decide_and_append(gw, "net", net, decide, busy=_BUSY, settle="log")
+        return Answer(202, _raw(mirror.nets.get(net), net, before))
 
     return [
         Endpoint(

@@ -15,6 +15,7 @@ from ucloud.errors import ConflictError, InputError, NotFound, Refused
 from ucloud.eventlog import Stored
 from ucloud.events.base import valid_token
 from ucloud.gateway import login
+from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, raw_list
 from ucloud.gateway.schemas import KeyCreate, UserCreate, UserCreatedAnswer
@@ -24,7 +25,7 @@ from ucloud.ids import new_id
 from ucloud.projections.views import KeyView, UserView
 
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_RETRIES = 5
+_KEYS_CHANGING = "your keys kept changing; try again"
 
 
 def check_name(field: str, value: str) -> None:
@@ -100,8 +101,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             raise InputError("name", "use 1-64 letters, digits, '.', '@', '-' or '_'")
         line = parse_public_key(body.public_key).line()
         user = call.principal.name
-        for _ in range(_RETRIES):
-            events, last = await gw.log.load("user", user)
+
+        def decide(events: list[Stored]) -> Decision[KeyView]:
             keys = current_keys(events)
             if any(k.name == body.name for k in keys.values()):
                 raise Refused("name", f"you already have a key named {body.name}")
@@ -111,29 +112,25 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             event = ev.UserKeyAdded(
                 **envelope(call.principal), user=user, key=key, name=body.name, public_key=line
             )
-            try:
-                seq = await gw.log.append(event, expected=last)
-            except ConflictError:
-                continue
-            await gw.settled(seq)
-            return Answer(201, KeyView(id=key, name=body.name, public_key=line))
-        raise Refused("name", "your keys kept changing; try again")
+            return Decision(event, KeyView(id=key, name=body.name, public_key=line))
+
+        added = await decide_and_append(
+            gw, "user", user, decide, busy=("name", _KEYS_CHANGING), settle=None
+        )
+        return Answer(201, added)
 
     async def remove_key(call: Call) -> Answer:
         user = call.principal.name
-        for _ in range(_RETRIES):
-            events, last = await gw.log.load("user", user)
+
+        def decide(events: list[Stored]) -> Decision[None]:
             key = find_key(current_keys(events), call.params["id"])
             if key is None:
                 raise NotFound("id", f"no key {call.params['id']}")
             event = ev.UserKeyRemoved(**envelope(call.principal), user=user, key=key.key)
-            try:
-                seq = await gw.log.append(event, expected=last)
-            except ConflictError:
-                continue
-            await gw.settled(seq)
-            return Answer(204)
-        raise Refused("id", "your keys kept changing; try again")
+            return Decision(event, None)
+
+        await decide_and_append(gw, "user", user, decide, busy=("id", _KEYS_CHANGING), settle=None)
+        return Answer(204)
 
     return [
         Endpoint(

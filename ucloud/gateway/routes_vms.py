@@ -1,11 +1,13 @@
 """VMs: create, list, show, start, stop, migrate, delete, and their audit trail.
 
-Create checks everything before it appends anything: name, sizes, image, networks, keys.
+Create checks everything before it appends anything: name, the spec (sizes, image,
+networks: ``spec.read_spec``, as a quote reads them), keys.
 It assigns the MACs (locally administered unicast, unique against ``idx/mac``), appends
 ``vm.requested`` expecting an empty aggregate, and answers once the projection shows the
 VM. With ``order: true`` it appends the VM's ``order.placed`` first (``routes_orders``).
 Lifecycle intents decide on the VM's view after the projection has applied the VM's last
-event (``rules.check_vm``), and append with OCC on that event.
+event (``rules.check_vm``), and append with OCC on that event
+(``appending.decide_and_append``).
 
 A VM another user owns does not exist for you: every lookup answers 404 (admins see all).
 """
@@ -16,16 +18,18 @@ import os
 from collections.abc import Callable
 
 from ucloud import events as ev
-from ucloud.errors import ConflictError, Forbidden, InputError, NotFound, Refused
+from ucloud.errors import Forbidden, InputError, NotFound, Refused
+from ucloud.eventlog import Stored
 from ucloud.events.base import valid_token
 from ucloud.gateway import rules
+from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
-from ucloud.gateway.lookup import check_resource_name, own_networks, owned, visible_image
+from ucloud.gateway.lookup import check_resource_name, owned
 from ucloud.gateway.routes_orders import draft_order
 from ucloud.gateway.routes_users import own_keys
 from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
-from ucloud.gateway.sizes import parse_positive_size, parse_size
+from ucloud.gateway.spec import read_spec
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
 from ucloud.metadata.userdata import encode_user_data, userdata_key
@@ -34,8 +38,7 @@ from ucloud.projections.views import VmView
 from ucloud.replay.audit import audit_vm
 from ucloud.store import Guard, Put
 
-MAX_CPU = 1024
-_RETRIES = 5
+_BUSY = ("status", "the VM kept changing; try again")
 _MAC_TRIES = 16
 _MAC_CLAIM_S = 120  # a claimed MAC stays reserved this long: well past read_your_writes_s
 _LISTINGS = 1024
@@ -55,17 +58,6 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
 
     def find(principal: Principal, ident: str) -> Entry[VmView]:
         return owned(mirror.vms, principal, ident, "VM")
-
-    def resolve_image(principal: Principal, ident: str) -> str:
-        image = visible_image(mirror, principal, ident)
-        if image is None:
-            raise InputError("image", f"no image {ident} visible to you")
-        if image.status != "created":
-            raise Refused("image", f"image {ident} is {image.status}, not created")
-        return image.id
-
-    def resolve_networks(principal: Principal, idents: list[str]) -> list[str]:
-        return [net.id for net in own_networks(mirror, principal, idents, created=True)]
 
     def resolve_keys(principal: Principal, idents: list[str] | None) -> tuple[str, ...]:
         mine = own_keys(gw, principal)
@@ -105,16 +97,9 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         check_vm_name(body.name)
         if mirror.vms.named(principal.name, body.name) is not None:
             raise Refused("name", f"you already have a VM named {body.name}")
-        if not 0 < body.cpu <= MAX_CPU:
-            raise InputError("cpu", f"must be between 1 and {MAX_CPU}")
-        spec = ev.Resources(
-            cpu=body.cpu,
-            ram_mib=parse_positive_size(body.ram, "ram"),
-            ssd_mib=parse_positive_size(body.ssd, "ssd"),
-            hdd_mib=parse_size(body.hdd, "hdd"),
-        )
-        image = resolve_image(principal, body.image)
-        networks = resolve_networks(principal, body.networks)
+        spec = read_spec(mirror, principal, body, ready=True)
+        assert spec.image is not None  # ready: an image is required
+        networks = [net.id for net in spec.networks]
         keys = resolve_keys(principal, body.keys)
         user_data = None
         if body.user_data is not None:
@@ -124,15 +109,16 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         head = envelope(principal)
         order = None
         if body.order:  # priced before anything is written
-            order = draft_order(gw, head, vm=vm, spec=spec, image=image, nics=len(networks))
+            order = draft_order(gw, head, vm=vm, spec=spec)
         if user_data is not None:  # before the VM exists, so that its first boot finds it
             await gw.store.put(userdata_key(gw.config.etcd.secrets_prefix, vm), user_data)
         if order is not None:  # first: billing must know the agreed price before the VM
             await gw.log.append(order, expected=0)
             head = {**head, "id": new_id()}  # same request, caused by the order
         event = ev.VmRequested(
-            **head, vm=vm, owner=principal.name, name=body.name, spec=spec,
-            image=image, keys=keys, restart=body.restart, order=order.order if order else "",
+            **head, vm=vm, owner=principal.name, name=body.name, spec=spec.resources,
+            image=spec.image.id, keys=keys, restart=body.restart,
+            order=order.order if order else "",
             nics=tuple(ev.Nic(network=n, mac=m) for n, m in zip(networks, macs, strict=True)),
         )
         seq = await gw.log.append(event, expected=0)
@@ -161,21 +147,16 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
     def intent(action: rules.VmAction, make: Callable[[Call, VmView], ev.Event]) -> Handler:
         async def act(call: Call) -> Answer:
             vm = find(call.principal, call.params["id"]).view.id
-            for _ in range(_RETRIES):
-                _, last = await gw.log.load("vm", vm)
-                await gw.settled(last)
+
+            def decide(_: list[Stored]) -> Decision[Entry[VmView]]:
                 entry = mirror.vms.get(vm)
                 if entry is None:
                     raise NotFound("id", f"no VM {call.params['id']}")
                 rules.check_vm(entry.view, action)
-                event = make(call, entry.view)
-                try:
-                    seq = await gw.log.append(event, expected=last)
-                except ConflictError:
-                    continue
-                await gw.settled(seq)
-                return Answer(202, _raw(mirror.vms.get(vm), vm, entry))
-            raise Refused("status", "the VM kept changing; try again")
+                return Decision(make(call, entry.view), entry)
+
+            before = await decide_and_append(gw, "vm", vm, decide, busy=_BUSY)
+            return Answer(202, _raw(mirror.vms.get(vm), vm, before))
 
         return act
 

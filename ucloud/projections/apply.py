@@ -57,7 +57,7 @@ from ucloud.projections.views import (
     vm_key,
     vni_key,
 )
-from ucloud.replay.prices import MINUTES_PER_30_DAYS, plain
+from ucloud.replay.prices import per_30_days, plain
 from ucloud.store import Delete, Op, Put
 
 State = Mapping[str, Value]
@@ -473,7 +473,7 @@ def _order_placed(state: State, e: ev.OrderPlaced) -> list[Change]:
             )
             for line in e.lines
         ),
-        per_minute=plain(per_minute), per_30_days=plain(per_minute * MINUTES_PER_30_DAYS),
+        per_minute=plain(per_minute), per_30_days=plain(per_30_days(per_minute, e.decimals)),
         image=e.image, nics=e.nics, placed_at=e.at,
     )
     return [(order_key(e.order), view), (owner_key(e.owner, "order", e.order), "")]

@@ -157,7 +157,7 @@ class OrderView(msgspec.Struct, frozen=True, kw_only=True):
     currency: str
     lines: tuple[OrderLineView, ...]
     per_minute: str  # the sum of the lines, exact
-    per_30_days: str  # per_minute x 43200, exact (a quote rounds it to the table's decimals)
+    per_30_days: str  # per_minute x 43200, rounded as its quote was (older orders: exact)
     image: str = ""  # the image name the quote priced
     nics: int = 0
     placed_at: datetime | None = None

@@ -61,17 +61,26 @@ class PriceTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class Quote(msgspec.Struct, frozen=True, kw_only=True):
-    """The price of a VM spec: its lines, per minute (exact) and per 30 days (rounded)."""
+    """The price of a VM spec: its lines, per minute (exact) and per 30 days (rounded to
+    ``decimals`` places)."""
 
     currency: str
     lines: tuple[PriceLine, ...]
     per_minute: Decimal
     per_30_days: Decimal
+    decimals: int
 
 
 def money(amount: Decimal, decimals: int) -> Decimal:
     """``amount`` rounded half up to ``decimals`` places."""
     return amount.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+
+
+def per_30_days(per_minute: Decimal, decimals: int | None) -> Decimal:
+    """The price of 30 days at ``per_minute``, rounded half up to ``decimals`` places
+    (exact when None): a quote's, and the order's placed from it."""
+    amount = per_minute * MINUTES_PER_30_DAYS
+    return amount if decimals is None else money(amount, decimals)
 
 
 def load_prices(path: Path) -> PriceTable:
@@ -139,7 +148,8 @@ def quote(spec: Resources, prices: PriceTable, *, image: str = "", nics: int = 0
         currency=prices.currency,
         lines=lines,
         per_minute=per_minute,
-        per_30_days=prices.round(per_minute * MINUTES_PER_30_DAYS),
+        per_30_days=per_30_days(per_minute, prices.decimals),
+        decimals=prices.decimals,
     )
 
 
