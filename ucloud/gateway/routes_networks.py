@@ -19,10 +19,10 @@ from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
 from ucloud.gateway.lookup import check_resource_name, owned
-from ucloud.gateway.mirror import Entry
 from ucloud.gateway.schemas import Request
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
+from ucloud.projections.mirror import Entry
 from ucloud.projections.views import NetView, net_vm_key
 
 _BUSY = ("status", "the network kept changing; try again")
