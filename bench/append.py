@@ -1,6 +1,13 @@
 """Append throughput: EventLog.append with OCC and Nats-Msg-Id against raw ``js.publish``.
 
-On an embedded nats-server in a temporary directory (removed at the end):
+On embedded nats-servers in temporary directories (removed at the end), one per JetStream
+``sync_interval`` of ``--sync``: ``always`` (what ucloud runs: each write on disk before it
+is acknowledged) first, then by default nats-server's own (``default``, every two
+minutes), and any interval named (``10ms``, group commit). Each server gets the same
+phases; its figures carry the prefix ``sync_<label>_`` (the first server's none) and
+``sync_<label>_over_always_occ`` is how many times faster than ``always`` it appends.
+What each server runs with is read back from its ``/varz``; put the stores with ``--dir``
+on the disk to measure (a tmpfs makes fsync free). The phases:
 
 - ``occ_first``: ``append(event, expected=0)`` on fresh aggregates;
 - ``occ_next``: a second event on each of those aggregates with the right expected sequence;
@@ -11,23 +18,29 @@ On an embedded nats-server in a temporary directory (removed at the end):
 Besides events/s it reports this process's CPU time per event: on a shared machine the
 wall-clock rate swings with the neighbours, the CPU cost per append much less.
 
-Every phase keeps ``--concurrency`` appends in flight. Phases run interleaved for
-``--rounds`` rounds and the best rate of each is reported (the machine may be shared).
-Run from the repository root: ``python -m bench.append [--count N] [--concurrency C]``.
+Every phase keeps ``--concurrency`` appends in flight. Phases (and servers) run
+interleaved for ``--rounds`` rounds and the best rate of each is reported (the machine may
+be shared). Run from the repository root:
+``python -m bench.append [--count N] [--concurrency C] [--sync always,default,10ms]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
+import json
 import statistics
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.common import Stopwatch, embedded_servers, rate, report
+from bench.common import Stopwatch, embedded_servers, filesystem, rate, report
 from ucloud import events as ev
 from ucloud.config import NatsConfig
 from ucloud.eventlog import TYPE_HEADER, EventLog
@@ -130,18 +143,24 @@ async def one_round(log: EventLog, count: int, concurrency: int) -> dict[str, Ph
     return {"occ_first": occ_first, "occ_next": occ_next, "no_occ": no_occ, "raw": raw}
 
 
-async def run(config: NatsConfig, count: int, concurrency: int, rounds: int) -> dict[str, Any]:
-    log = await EventLog.connect(config, name="bench")
-    try:
-        await log.ensure_stream()
-        warm = [requested(new_id()) for _ in range(min(2000, count))]
-        await bounded(warm, concurrency, lambda _, e: log.append(e, expected=0))
-        results = []
-        for number in range(1, rounds + 1):
-            print(f"round {number}/{rounds}", flush=True)
-            results.append(await one_round(log, count, concurrency))
-    finally:
-        await log.close()
+async def first_append(log: EventLog, _: int, event: ev.VmRequested) -> int:
+    return await log.append(event, expected=0)
+
+
+def sync_mode(label: str) -> str | None:
+    """A ``--sync`` label as ``EmbeddedNats`` takes it: ``default`` is nats-server's own."""
+    return None if label == "default" else label
+
+
+def server_sync(monitor_url: str) -> str:
+    """What the server says it runs with: ``always`` or its interval in milliseconds."""
+    with urllib.request.urlopen(f"{monitor_url}/varz", timeout=5) as resp:
+        config = json.loads(resp.read())["jetstream"]["config"]
+    return "always" if config.get("sync_always") else f"{config['sync_interval'] // 10**6}ms"
+
+
+def summary(results: list[dict[str, Phase]]) -> dict[str, Any]:
+    """The figures of one server's rounds: best rates, median OCC, least CPU per event."""
     phases = list(results[0])
     best = {p: max(r[p].per_s for r in results) for p in phases}
     median = {p: statistics.median(r[p].per_s for r in results) for p in phases}
@@ -159,10 +178,28 @@ async def run(config: NatsConfig, count: int, concurrency: int, rounds: int) -> 
         "append_occ_cpu_us": occ_cpu,
         "raw_publish_cpu_us": cpu["raw"],
         "append_occ_cpu_bound_per_s": round(1e6 / occ_cpu, 1) if occ_cpu else 0.0,
-        "count": count,
-        "concurrency": concurrency,
-        "rounds": rounds,
     }
+
+
+async def run(
+    configs: dict[str, NatsConfig], count: int, concurrency: int, rounds: int
+) -> dict[str, dict[str, Any]]:
+    """The same workload on every server, interleaved round by round; figures by label."""
+    logs = {label: await EventLog.connect(c, name="bench") for label, c in configs.items()}
+    results: dict[str, list[dict[str, Phase]]] = {label: [] for label in logs}
+    try:
+        for log in logs.values():
+            await log.ensure_stream()
+            warm = [requested(new_id()) for _ in range(min(2000, count))]
+            await bounded(warm, concurrency, functools.partial(first_append, log))
+        for number in range(1, rounds + 1):
+            for label, log in logs.items():
+                print(f"round {number}/{rounds}, sync {label}", flush=True)
+                results[label].append(await one_round(log, count, concurrency))
+    finally:
+        for log in logs.values():
+            await log.close()
+    return {label: summary(r) for label, r in results.items()}
 
 
 def main() -> None:
@@ -170,18 +207,52 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="events per phase")
     parser.add_argument("--concurrency", type=int, default=512, help="appends in flight")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best is reported")
+    parser.add_argument(
+        "--sync", default="always,default",
+        help="one nats-server per JetStream sync_interval, comma-separated; the first is the "
+        "one ucloud runs (always), 'default' is nats-server's own (2m); e.g. always,default,10ms",
+    )
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the servers' stores go: the disk whose fsyncs are measured")
     args = parser.parse_args()
+    labels = [label.strip() for label in args.sync.split(",") if label.strip()]
     if args.count < 2 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--count must be at least 2, --concurrency and --rounds at least 1")
-    with embedded_servers(etcd=False) as servers:
-        metrics = asyncio.run(run(servers.config().nats, args.count, args.concurrency, args.rounds))
-    print(
-        f"OCC appends (slower of first/next, best of {args.rounds}): "
-        f"{metrics['append_occ_per_s']}/s, {metrics['occ_over_raw']:.2f}x raw js.publish; "
-        f"{metrics['append_occ_cpu_us']} µs CPU per append against "
-        f"{metrics['raw_publish_cpu_us']} µs per raw publish",
-        flush=True,
-    )
+    if len(labels) < 1 or len(set(labels)) != len(labels):
+        parser.error("--sync names each sync_interval once")
+    with contextlib.ExitStack() as stack:
+        servers = {
+            label: stack.enter_context(
+                embedded_servers(etcd=False, sync=sync_mode(label), parent=args.dir))
+            for label in labels
+        }
+        ran = {label: server_sync(s.nats.monitor_url) for label, s in servers.items()}
+        store = filesystem(next(iter(servers.values())).directory)
+        print(f"nats-servers with sync_interval {ran}, stores on {store}", flush=True)
+        figures = asyncio.run(run({label: s.config().nats for label, s in servers.items()},
+                                  args.count, args.concurrency, args.rounds))
+    first = labels[0]
+    metrics: dict[str, Any] = dict(figures[first])
+    metrics.update(sync=first, server_sync=ran, store_filesystem=store, count=args.count,
+                   concurrency=args.concurrency, rounds=args.rounds)
+    for label in labels[1:]:
+        for key, value in figures[label].items():
+            metrics[f"sync_{label}_{key}"] = value
+        other = figures[label]["append_occ_per_s"]
+        metrics[f"sync_{label}_over_{first}_occ"] = (
+            round(other / metrics["append_occ_per_s"], 2) if metrics["append_occ_per_s"] else 0.0
+        )
+    for label in labels:
+        f = figures[label]
+        print(
+            f"sync {label:>8}: OCC appends {f['append_occ_per_s']}/s (slower of first/next, best "
+            f"of {args.rounds}), {f['occ_over_raw']:.2f}x raw js.publish "
+            f"({f['raw_publish_per_s']}/s); {f['append_occ_cpu_us']} µs CPU per append",
+            flush=True,
+        )
+    for label in labels[1:]:
+        print(f"sync {label} appends {metrics[f'sync_{label}_over_{first}_occ']}x as fast as "
+              f"sync {first}", flush=True)
     report(metrics)
 
 

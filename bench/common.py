@@ -37,12 +37,18 @@ class BenchServers:
 
 
 @contextlib.contextmanager
-def embedded_servers(*, etcd: bool = True) -> Iterator[BenchServers]:
-    """nats-server (and etcd unless ``etcd=False``) in a temporary directory, removed after."""
-    directory = Path(tempfile.mkdtemp(prefix="ucloud-bench-"))
+def embedded_servers(
+    *, etcd: bool = True, sync: str | None = "always", parent: Path | None = None
+) -> Iterator[BenchServers]:
+    """nats-server (and etcd unless ``etcd=False``) in a temporary directory, removed after.
+
+    ``sync`` is the nats-server's JetStream ``sync_interval`` (``None``: its own default);
+    ``parent`` is where the temporary directory goes (the disk whose fsyncs are measured).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="ucloud-bench-", dir=parent))
     started: list[EmbeddedNats | EmbeddedEtcd] = []
     try:
-        nats_server = EmbeddedNats(directory / "nats").start()
+        nats_server = EmbeddedNats(directory / "nats", sync=sync).start()
         started.append(nats_server)
         etcd_server = EmbeddedEtcd(directory / "etcd", fsync=False).start() if etcd else None
         if etcd_server is not None:
@@ -52,6 +58,18 @@ def embedded_servers(*, etcd: bool = True) -> Iterator[BenchServers]:
         for server in reversed(started):
             server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def filesystem(path: Path) -> str:
+    """The type and device of the file system ``path`` is on (``ext4 /dev/vda``)."""
+    best, found = "", "unknown"
+    with contextlib.suppress(OSError), open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            device, point, kind = line.split()[:3]
+            inside = str(path.resolve()).startswith(point.rstrip("/") + "/") or point == "/"
+            if inside and len(point) >= len(best):
+                best, found = point, f"{kind} {device}"
+    return found
 
 
 class Stopwatch:

@@ -17,6 +17,13 @@ Then, best of ``--rounds``, read and folded:
   lines of one owner kept;
 - ``eventlog_read``: ``EventLog.read`` (the same reader, making record objects) with
   decoding, over the first ``--baseline`` events, for comparison.
+- ``read_ours``, ``read_natspy_pull``, ``read_natspy_ordered``: the whole stream read and
+  each record decoded (msgspec) with its stream sequence, by our reader (``scan_events``)
+  and by plain nats-py: a pull consumer drained with ``fetch(--fetch-batch)``, and an
+  ordered push consumer with a callback (a read that stops delivering is reported as
+  stalled and counts as incomplete). ``ours_over_natspy_*`` is how many times faster ours
+  reads by the wall clock, ``..._cpu`` per CPU second of this process (what a busy
+  machine changes least); the three alternate within each round.
 
 Run from the repository root: ``python -m bench.replay [--count N] [--rounds R]``.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -33,12 +41,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bench.common import Stopwatch, embedded_servers, rate, report
 from ucloud import events as ev
 from ucloud.cli.replay_billing import BILLED_SUBJECTS
 from ucloud.config import NatsConfig
-from ucloud.eventlog import TYPE_HEADER, EventLog
+from ucloud.eventlog import EVERYTHING, TYPE_HEADER, EventLog
+from ucloud.events import decode
 from ucloud.events.order import OrderPlaced, PriceLine
 from ucloud.ids import new_id
 from ucloud.replay.audit import AuditFold
@@ -47,6 +57,7 @@ from ucloud.replay.prices import PriceTable, parse_prices, quote
 from ucloud.replay.reader import scan_events
 
 TARGET_PER_S = 50_000
+STALL_S = 15.0  # a nats-py read that delivers nothing for this long has stalled
 PUBLISHERS = 4
 SPECS = (
     ev.Resources(cpu=1, ram_mib=1024, ssd_mib=10240),
@@ -225,6 +236,77 @@ async def eventlog_read(log: EventLog, stop: int) -> tuple[int, int]:
     return records, records
 
 
+def consumer_config() -> ConsumerConfig:
+    """What our reader's consumer is: from the first event, no acks, in memory, one replica."""
+    return ConsumerConfig(
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, mem_storage=True,
+        num_replicas=1, inactive_threshold=30.0,
+    )
+
+
+async def read_ours(log: EventLog) -> tuple[int, int]:
+    """The whole stream through our reader, each record decoded: what a replay reads."""
+    records = last = 0
+    async for batch in scan_events(log):
+        records += len(batch)
+        last = batch[-1][0]
+    return records, last
+
+
+async def read_natspy_pull(log: EventLog, total: int, batch: int) -> tuple[int, int]:
+    """The same read through nats-py: a pull consumer, ``fetch(batch)`` until all is in.
+
+    Each message's stream sequence (``msg.metadata``) and event decoded, as ours yields.
+    """
+    sub = await log.js.pull_subscribe(
+        log.physical(EVERYTHING), stream=log.stream, config=consumer_config())
+    records = last = 0
+    try:
+        while records < total:
+            for msg in await sub.fetch(batch, timeout=10):
+                last = msg.metadata.sequence.stream
+                decode(msg.data)
+                records += 1
+    finally:
+        name = (await sub.consumer_info()).name
+        await sub.unsubscribe()
+        await log.js.delete_consumer(log.stream, name)
+    return records, last
+
+
+async def read_natspy_ordered(log: EventLog, total: int) -> tuple[int, int]:
+    """The same read through nats-py's ordered (push) consumer with a callback.
+
+    A read that makes no progress for ``STALL_S`` is reported as stalled (it ends there).
+    """
+    records = last = 0
+    done = asyncio.Event()
+
+    async def on_msg(msg: Msg) -> None:
+        nonlocal records, last
+        last = msg.metadata.sequence.stream
+        decode(msg.data)
+        records += 1
+        if records >= total:
+            done.set()
+
+    sub = await log.js.subscribe(
+        log.physical(EVERYTHING), stream=log.stream, cb=on_msg, ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL)
+    try:
+        seen = -1
+        while not done.is_set() and records > seen:
+            seen = records
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), STALL_S)
+    finally:
+        await sub.unsubscribe()
+    if not done.is_set():
+        print(f"nats-py ordered consumer stalled after {records} of {total} records",
+              flush=True)
+    return records, last
+
+
 @dataclass
 class Timing:
     per_s: float  # events per wall-clock second, best run
@@ -253,7 +335,43 @@ async def timed(name: str, rounds: int, total: int, work: Callable[[], Any]) -> 
     return best
 
 
-async def run(config: NatsConfig, count: int, rounds: int, baseline: int) -> dict[str, Any]:
+async def compare_reads(
+    log: EventLog, total: int, rounds: int, fetch_batch: int
+) -> dict[str, Any]:
+    """The whole stream read by ours and by nats-py (pull, ordered), interleaved by round."""
+    best: dict[str, Timing] = {}
+    works: dict[str, Callable[[], Any]] = {
+        "read_ours": lambda: read_ours(log),
+        "read_natspy_pull": lambda: read_natspy_pull(log, total, fetch_batch),
+        "read_natspy_ordered": lambda: read_natspy_ordered(log, total),
+    }
+    for _ in range(rounds):
+        for name, work in works.items():
+            timing = await timed(name, 1, 0, work)
+            if timing.records != total or timing.out != total:
+                print(f"{name} read {timing.records} records, the last {timing.out}, of "
+                      f"{total}", flush=True)
+            if name not in best or timing.per_s > best[name].per_s:
+                best[name] = timing
+    ours, ours_cpu = best["read_ours"].per_s, best["read_ours"].cpu_per_s
+    out: dict[str, Any] = {"read_events": total, "read_fetch_batch": fetch_batch}
+    for name, timing in best.items():
+        out[f"{name}_per_s"] = timing.per_s
+        out[f"{name}_cpu_per_s"] = timing.cpu_per_s
+        out[f"{name}_records"] = timing.records
+        if name != "read_ours":
+            whole = timing.records == total
+            out[f"{name}_complete"] = whole
+            out[f"ours_over_{name.removeprefix('read_')}"] = (
+                round(ours / timing.per_s, 2) if timing.per_s and whole else None)
+            out[f"ours_over_{name.removeprefix('read_')}_cpu"] = (
+                round(ours_cpu / timing.cpu_per_s, 2) if timing.cpu_per_s and whole else None)
+    return out
+
+
+async def run(
+    config: NatsConfig, count: int, rounds: int, baseline: int, fetch_batch: int
+) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
     watch = Stopwatch()
     lanes = history(count, now)
@@ -271,6 +389,7 @@ async def run(config: NatsConfig, count: int, rounds: int, baseline: int) -> dic
         lines = await timed("audit", rounds, total, lambda: audit(log, None))
         owner = await timed("audit_owner", rounds, total, lambda: audit(log, "user7"))
         baseline_read = await timed("eventlog_read", 1, 0, lambda: eventlog_read(log, baseline))
+        reads = await compare_reads(log, total, rounds, fetch_batch)
     finally:
         await log.close()
     return {
@@ -290,6 +409,7 @@ async def run(config: NatsConfig, count: int, rounds: int, baseline: int) -> dic
         "eventlog_read_per_s": baseline_read.per_s,
         "eventlog_read_cpu_per_s": baseline_read.cpu_per_s,
         "eventlog_read_events": baseline_read.records,
+        **reads,
         "target_per_s": TARGET_PER_S,
         "meets_target": min(bills.per_s, lines.per_s, owner.per_s) >= TARGET_PER_S,
         "rounds": rounds,
@@ -302,14 +422,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds; the best is reported")
     parser.add_argument("--baseline", type=int, default=200_000,
                         help="events EventLog.read reads for comparison")
+    parser.add_argument("--fetch-batch", type=int, default=5000,
+                        help="messages per nats-py fetch in the read comparison")
     args = parser.parse_args()
     if args.count < 1000 or args.rounds < 1 or args.baseline < 1:
         parser.error("--count must be at least 1000, --rounds and --baseline at least 1")
-    with embedded_servers(etcd=False) as servers:
+    # Reads do not depend on the server's sync_interval; a million publishes each waiting
+    # for an fsync would make the fill take many minutes, so nats-server's default here.
+    with embedded_servers(etcd=False, sync=None) as servers:
         metrics = asyncio.run(
-            run(servers.config().nats, args.count, args.rounds, min(args.baseline, args.count)))
+            run(servers.config().nats, args.count, args.rounds, min(args.baseline, args.count),
+                args.fetch_batch))
     print(f"replay of {metrics['events']} events: billing {metrics['billing_events_per_s']}/s, "
           f"audit {metrics['audit_events_per_s']}/s (target {TARGET_PER_S}/s)", flush=True)
+    print(f"whole-stream read of {metrics['read_events']} records, decoded: ours "
+          f"{metrics['read_ours_per_s']}/s, nats-py pull (fetch {args.fetch_batch}) "
+          f"{metrics['read_natspy_pull_per_s']}/s ({metrics['ours_over_natspy_pull']}x), "
+          f"nats-py ordered {metrics['read_natspy_ordered_per_s']}/s "
+          f"({metrics['ours_over_natspy_ordered']}x); per CPU second ours is "
+          f"{metrics['ours_over_natspy_pull_cpu']}x pull, "
+          f"{metrics['ours_over_natspy_ordered_cpu']}x ordered", flush=True)
     report(metrics)
 
 

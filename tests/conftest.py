@@ -59,7 +59,7 @@ class Servers:
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
     directory = Path(tempfile.mkdtemp(prefix="ucloud-test-"))
-    nats_server = EmbeddedNats(directory / "nats").start()
+    nats_server = EmbeddedNats(directory / "nats", sync="always").start()
     try:
         etcd = EmbeddedEtcd(directory / "etcd", fsync=False).start()
     except BaseException:

@@ -38,6 +38,9 @@ class NatsConfig(_Section):
     subject_root: str = "ucloud.evt"
     replicas: int = 1
     duplicate_window_s: float = 120.0
+    # JetStream sync_interval of the nats-server ``ucloud up`` starts: "always" fsyncs each
+    # event before it is acknowledged; an interval ("10ms") trades that for appends/s.
+    sync: Annotated[str, msgspec.Meta(pattern=r"^(always|([0-9]+(ns|us|ms|s|m|h))+)$")] = "always"
 
 
 class EtcdConfig(_Section):

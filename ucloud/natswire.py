@@ -2,6 +2,13 @@
 
 nats-py spends tens of microseconds on every message it delivers (a message object, a
 header dict, a callback or a queue); a replay of millions of events cannot afford that.
+Measured (``python -m bench.replay --count 500000``, the whole stream read, each record's
+stream sequence taken and its event decoded with msgspec, best of 2, nats-server 2.15,
+nats-py 2.16, a busy 2-core machine): this reader 55,700 records/s (165,000 per CPU
+second of the client), nats-py's ordered push consumer 32,900/s (72,000 per CPU second),
+its pull consumer with ``fetch(5000)`` 5,800/s (25,000): 2.3x and 6.5x less client CPU
+per record, 1.7x and 9.6x by the wall clock. Kept for that margin; the ordered consumer
+did not stall in those runs.
 ``Wire`` speaks the protocol directly: one subscription on an inbox of its own, frames
 parsed out of one buffer, pull requests and JetStream API requests published on it.
 

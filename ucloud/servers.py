@@ -122,30 +122,48 @@ class _Child:
 
 
 class EmbeddedNats(_Child):
-    """nats-server with JetStream, store under ``<dir>/jetstream``."""
+    """nats-server with JetStream, store under ``<dir>/jetstream``.
+
+    ``sync`` is JetStream's ``sync_interval``: ``"always"`` (the default) fsyncs every
+    write before the server acknowledges it, so an acknowledged event survives an OS crash
+    or power loss; an interval such as ``"10ms"`` syncs in groups and loses up to that much
+    on such a crash; ``None`` leaves nats-server's own default (every two minutes). The
+    monitoring endpoint (``/varz``, ``/jsz``) listens on the same host, on its own port.
+    """
 
     name = "nats"
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, directory: Path, host: str = "127.0.0.1", *, sync: str | None = "always"
+    ) -> None:
         super().__init__(directory, host)
+        self.sync = sync
         self.port = 0
+        self.monitor_port = 0
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"nats://{host}:{self.port}"
 
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{_bracketed(self.host)}:{self.monitor_port}"
+
     def start(self) -> EmbeddedNats:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = self._ports(["client"])["client"]
+        ports = self._ports(["client", "monitor"])
+        self.port, self.monitor_port = ports["client"], ports["monitor"]
+        sync = f', sync_interval: "{self.sync}"' if self.sync else ""
         ports_dir = self.directory / "run"
         shutil.rmtree(ports_dir, ignore_errors=True)
         ports_dir.mkdir()
         conf = self.directory / "nats.conf"
         conf.write_text(
             f'listen: "{_bracketed(self.host)}:{self.port}"\n'
+            f'http: "{_bracketed(self.host)}:{self.monitor_port}"\n'
             f'ports_file_dir: "{ports_dir}"\n'
-            f'jetstream {{ store_dir: "{self.directory / "jetstream"}" }}\n'
+            f'jetstream {{ store_dir: "{self.directory / "jetstream"}"{sync} }}\n'
             "max_payload: 8MB\n"
         )
         self._spawn([find_binary("nats-server"), "-c", str(conf)])

@@ -22,6 +22,7 @@ def test_file_and_environment_overrides(tmp_path: Path) -> None:
     [
         ("[nats]\nreplicas = 'three'\n", {}, "nats.replicas"),
         ("[nats]\nreplica = 3\n", {}, "nats.replica"),
+        ("[nats]\nsync = 'sometimes'\n", {}, "nats.sync"),
         ("colour = 'blue'\n", {}, "colour"),
         ("", {"UCLOUD_BOGUS__X": "1"}, "UCLOUD_BOGUS__X"),
         ("", {"UCLOUD_NATS__NOPE": "1"}, "nats.nope"),

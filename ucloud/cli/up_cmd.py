@@ -75,7 +75,7 @@ async def up(args: argparse.Namespace) -> int:
         stop_leftovers(data_dir)
         settings = Path(args.config) if args.config else ensure_settings(data_dir)
         base = config_mod.load(settings)
-        nats = EmbeddedNats(data_dir / "nats")
+        nats = EmbeddedNats(data_dir / "nats", sync=base.nats.sync)
         etcd = EmbeddedEtcd(data_dir / "etcd")
         try:
             await asyncio.to_thread(nats.start)
