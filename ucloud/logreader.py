@@ -160,14 +160,9 @@ class LogReader(Generic[T]):
                 return
             async for batch in self._pull():
                 yield batch
-        except asyncio.CancelledError:
-            self._forget_consumer()  # a cancelled read ends without waiting for an answer
-            raise
         finally:
-            try:
-                await self._drop_consumer()
-            finally:
-                await self.wire.close()
+            await self._drop_consumer()
+            await self.wire.close()
 
     def _finished(self) -> bool:
         return self._done or (self.end is not None and self.next_seq > self.end)
@@ -199,14 +194,6 @@ class LogReader(Generic[T]):
         self._delivered = self._requested = self._idle = 0
         self._pending = int(created.get("num_pending", 0))
         return self.follow or self._pending > 0
-
-    def _forget_consumer(self) -> None:
-        """Ask the server to remove the consumer, without waiting for its answer."""
-        consumer, self._consumer = self._consumer, b""
-        if consumer and self.wire.connected:
-            with contextlib.suppress(LogError):
-                self.wire.publish(f"$JS.API.CONSUMER.DELETE.{self.stream}.{consumer.decode()}",
-                                  b"", f"{self.wire.inbox}.gone")
 
     async def _drop_consumer(self) -> None:
         consumer, self._consumer = self._consumer, b""
@@ -275,9 +262,7 @@ class LogReader(Generic[T]):
                 raise _Lost(str(exc), broken=True) from exc
             self._take(frames)
             items, size = self._items, self.max_batch
-            # a snapshot holds records for a fuller batch while more is on its way; a
-            # follow read hands over what it has at once (its readers wait for it)
-            more = not self.follow and self._pending and frames and not self._done
+            more = self._pending and frames and not self._done  # and on its way
             if not items or (more and len(items) < size):
                 if self._done:
                     return
