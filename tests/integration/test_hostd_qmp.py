@@ -97,3 +97,29 @@ async def test_a_qemu_that_cannot_start_says_why(runtime: RuntimeDir) -> None:
     with pytest.raises(VmError, match="no-such-cpu"):
         await QemuProcess().launch(qemu_argv("qemu-system-x86_64", launch), runtime)
     assert QemuProcess().pid(runtime) is None
+
+
+@pytest.mark.timeout(60)
+async def test_a_qemu_that_dies_mid_command_fails_the_command(runtime: RuntimeDir) -> None:
+    pid = await launched(runtime)
+    session = QmpSession(VM, runtime.qmp)
+    await session.connect()
+    await session.execute("cont")
+    await session.execute("stop")
+    for _ in range(50):  # the events arrive after the answers, on the same reader
+        if session.last_event("STOP") is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert [e["event"] for e in session.events] == ["RESUME", "STOP"]
+
+    os.kill(pid, signal.SIGSTOP)  # QEMU reads nothing more: the command waits
+    waiting = asyncio.create_task(session.execute("query-status"))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(VmError, match="connection lost"):
+        await asyncio.wait_for(waiting, 10)
+    await asyncio.wait_for(session.closed.wait(), 10)
+    assert session.runstate is Runstate.DISCONNECTING
+    await session.disconnect()
+    assert session.runstate is Runstate.IDLE and session.last_event("STOP") is not None

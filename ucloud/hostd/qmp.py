@@ -1,72 +1,77 @@
-"""One QMP session with one QEMU: a small asyncio client shaped like qemu.qmp's protocol.
+"""One QMP session with one QEMU, on the QEMU project's own client (``qemu.qmp``).
 
 Theory of operation
 -------------------
-A session is in one ``Runstate`` at a time::
+``qemu.qmp.QMPClient`` speaks the protocol: the greeting, ``qmp_capabilities``, one
+reader and one writer task, answers routed to their command by ``id``. This module adds
+what hostd needs around it and nothing else:
+
+- a session named after its VM and bound to the unix socket ``path`` of a detached QEMU;
+- errors of our tree: every failure (refused state, no connection, an error answer,
+  QEMU gone mid-command, a timeout) is a ``VmError`` naming the VM and the command;
+- the last ``EVENTS_KEPT`` events, kept from the moment the session exists (a listener
+  registered before connecting, so none is lost between connect and listening, and
+  none piles up unread: qemu.qmp's default listener is told to accept nothing);
+- ``closed``, set once the connection is gone (QEMU exited or was killed, or we left).
+
+The states are qemu.qmp's ``Runstate``::
 
     IDLE --connect()--> CONNECTING --greeting, qmp_capabilities--> RUNNING
-      ^                     | (any failure: the guard closes the socket, back to IDLE)
+      ^                     | (any failure: qemu.qmp closes the socket, back to IDLE)
       |                     v
       +--disconnect()-- DISCONNECTING <--the peer closed (QEMU exited or was killed)--+
 
-Operations say which state they require (``execute`` needs RUNNING, ``connect`` IDLE) and
-raise ``VmError`` otherwise. While RUNNING one reader task owns the socket: it hands each
-answer to the command that waits for it (by ``id``) and keeps the events; when the peer
-closes, every waiting command fails, the state becomes DISCONNECTING and ``closed`` is
-set. The session never starts or kills QEMU; that is the ``Qemu`` of ``qemu.py``.
+The session never starts or kills QEMU; that is the ``Qemu`` of ``qemu.py``. QEMU's QMP
+socket takes one client at a time. A hostd that dies leaves the socket free (the kernel
+closes its end), so the next hostd connects again: that is reattaching.
 
-QEMU's QMP socket takes one client at a time. A hostd that dies leaves the socket free
-(the kernel closes its end), so the next hostd connects again: that is reattaching.
+qemu.qmp logs every failed connect and every end of a connection at ERROR on its own
+logger; hostd raises or logs those itself (as ``VmError`` or a warning naming the VM),
+so that logger is quieted to CRITICAL (its "this is a bug in the QMP library" lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import functools
-import itertools
-import json
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
+
+from qemu.qmp import (
+    EventListener,
+    ExecInterruptedError,
+    ExecuteError,
+    Message,
+    QMPClient,
+    QMPError,
+    Runstate,
+    StateError,
+)
 
 from ucloud.errors import VmError
 
+__all__ = ["EVENTS_KEPT", "QmpSession", "Runstate"]
+
 log = logging.getLogger(__name__)
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
-LINE_LIMIT = 1 << 20  # QMP answers (query-* output) can be long lines
 EVENTS_KEPT = 64
-
-F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
-
-
-class Runstate(enum.Enum):
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    RUNNING = "running"
-    DISCONNECTING = "disconnecting"
+CLOSED_QUIETLY = (EOFError, ConnectionResetError, BrokenPipeError)  # QEMU quit or was killed
 
 
-def requires(*states: Runstate) -> Callable[[F], F]:
-    """An operation that may only run in one of ``states``."""
+class _Kept(EventListener):
+    """A listener that keeps the newest events in a bounded deque, with no backlog."""
 
-    def decorate(method: F) -> F:
-        @functools.wraps(method)
-        async def guarded(self: QmpSession, *args: Any, **kwargs: Any) -> Any:
-            if self.runstate not in states:
-                wanted = " or ".join(s.value for s in states)
-                raise VmError(
-                    self.vm, f"qmp {method.__name__}",
-                    f"the session is {self.runstate.value}, it needs to be {wanted}",
-                )
-            return await method(self, *args, **kwargs)
+    def __init__(self, kept: deque[dict[str, Any]]) -> None:
+        super().__init__()
+        self.kept = kept
 
-        return cast(F, guarded)
-
-    return decorate
+    async def put(self, event: Message) -> None:
+        if self.accept(event):
+            self.kept.append(dict(event))
 
 
 class QmpSession:
@@ -75,80 +80,59 @@ class QmpSession:
     def __init__(self, vm: str, path: Path) -> None:
         self.vm = vm
         self.path = path
-        self.runstate = Runstate.IDLE
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.closed = asyncio.Event()
         self.version = ""
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = itertools.count(1)
+        self._client = QMPClient(vm)
+        self._client.events.event_filter = lambda _: False  # ours keeps them, bounded
+        self._client.register_listener(_Kept(self.events))
+        self._watcher: asyncio.Task[None] | None = None
+        self._leaving = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"QmpSession({self.vm!r}, {self.runstate.value})"
+        return f"QmpSession({self.vm!r}, {self.runstate.name.lower()})"
 
-    @requires(Runstate.IDLE)
+    @property
+    def runstate(self) -> Runstate:
+        return self._client.runstate
+
     async def connect(self, timeout: float = 10.0) -> None:
         """Connect, read the greeting and leave negotiation mode; VmError on any failure,
         with the session back in IDLE and the socket closed."""
-        self.runstate = Runstate.CONNECTING
+        self._require(Runstate.IDLE, "connect")
         self.closed.clear()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(
-                    str(self.path), limit=LINE_LIMIT
-                )
-                self._reader, self._writer = reader, writer
-                greeting = json.loads(await reader.readline() or b"null")
-                if not isinstance(greeting, dict) or "QMP" not in greeting:
-                    raise VmError(self.vm, "qmp greeting", f"not a QMP greeting: {greeting!r}")
-                qemu = greeting["QMP"].get("version", {}).get("qemu", {})
-                self.version = f"{qemu.get('major')}.{qemu.get('minor')}.{qemu.get('micro')}"
-                self._task = asyncio.create_task(self._read(reader), name=f"qmp:{self.vm}")
-                self.runstate = Runstate.RUNNING
-                await self.execute("qmp_capabilities")
-        except BaseException as exc:
-            await self._teardown()
-            self.runstate = Runstate.IDLE
-            if isinstance(exc, VmError | asyncio.CancelledError):
-                raise
-            if isinstance(exc, TimeoutError):
-                raise VmError(
-                    self.vm, "qmp connect", f"no QMP session within {timeout:g}s"
-                ) from exc
-            if isinstance(exc, OSError | ValueError):
-                raise VmError(self.vm, "qmp connect", f"{self.path}: {exc}") from exc
-            raise
+                await self._client.connect(str(self.path))
+        except TimeoutError as exc:
+            raise VmError(self.vm, "qmp connect", f"no QMP session within {timeout:g}s") from exc
+        except QMPError as exc:
+            raise VmError(self.vm, "qmp connect", f"{self.path}: {exc}") from exc
+        greeting = self._client.greeting
+        qemu = greeting.QMP.version.get("qemu", {}) if greeting is not None else {}
+        if isinstance(qemu, Mapping):
+            self.version = f"{qemu.get('major')}.{qemu.get('minor')}.{qemu.get('micro')}"
+        self._watcher = asyncio.create_task(self._watch(), name=f"qmp:{self.vm}")
 
-    @requires(Runstate.RUNNING)
     async def execute(
         self, command: str, arguments: Mapping[str, Any] | None = None, timeout: float = 30.0
     ) -> Any:
         """Run ``command`` and return its ``return`` value; VmError on an error answer,
         a closed connection or no answer within ``timeout`` seconds."""
-        assert self._writer is not None
-        ident = next(self._ids)
-        message: dict[str, Any] = {"execute": command, "id": ident}
-        if arguments:
-            message["arguments"] = dict(arguments)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting[ident] = future
+        self._require(Runstate.RUNNING, command)
         try:
-            self._writer.write(json.dumps(message).encode() + b"\n")
-            await self._writer.drain()
             async with asyncio.timeout(timeout):
-                answer = await future
+                return await self._client.execute(command, dict(arguments) if arguments else None)
+        except ExecuteError as exc:
+            raise VmError(self.vm, f"qmp {command}", f"{exc.error_class}: {exc}") from exc
         except TimeoutError as exc:
             raise VmError(self.vm, f"qmp {command}", f"no answer within {timeout:g}s") from exc
-        except (ConnectionError, OSError) as exc:
+        except ExecInterruptedError as exc:
+            raise VmError(self.vm, f"qmp {command}", "connection lost: QEMU closed it") from exc
+        except StateError as exc:  # the connection went while the command was queued
+            raise self._refused(exc.state, (exc.required,), command) from exc
+        except (QMPError, OSError) as exc:
             raise VmError(self.vm, f"qmp {command}", f"connection lost: {exc}") from exc
-        finally:
-            self._waiting.pop(ident, None)
-        if "error" in answer:
-            error = answer["error"]
-            raise VmError(self.vm, f"qmp {command}", f"{error.get('class')}: {error.get('desc')}")
-        return answer.get("return")
 
     def last_event(self, name: str) -> dict[str, Any] | None:
         """The most recent event ``name`` this session saw (the whole message)."""
@@ -156,45 +140,34 @@ class QmpSession:
 
     async def disconnect(self) -> None:
         """Close the connection (QEMU keeps running); the session is IDLE again."""
-        self.runstate = Runstate.DISCONNECTING
-        await self._teardown()
-        self.runstate = Runstate.IDLE
+        async with self._leaving:
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            try:
+                await self._client.disconnect()
+            except CLOSED_QUIETLY:
+                pass  # the same as an orderly close
+            except (QMPError, OSError, ValueError) as exc:  # ValueError: a line over the limit
+                log.warning("vm %s: QMP connection failed: %r", self.vm, exc)
+            finally:
+                self.closed.set()
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    log.warning("vm %s: QMP sent a line that is not JSON: %r", self.vm, line[:200])
-                    continue
-                if "event" in message:
-                    self.events.append(message)
-                    continue
-                future = self._waiting.get(message.get("id"))
-                if future is not None and not future.done():
-                    future.set_result(message)
-        except ConnectionResetError:
-            pass  # QEMU exited (a quit, a kill): the same as an orderly close
-        except (ConnectionError, OSError, ValueError) as exc:  # ValueError: line over limit
-            log.warning("vm %s: QMP connection failed: %r", self.vm, exc)
-        finally:
-            for future in self._waiting.values():
-                if not future.done():
-                    future.set_exception(ConnectionError("QEMU closed the QMP connection"))
-            if self.runstate is Runstate.RUNNING:
-                self.runstate = Runstate.DISCONNECTING
-            self.closed.set()
-
-    async def _teardown(self) -> None:
-        task, writer = self._task, self._writer
-        self._task = self._writer = self._reader = None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await writer.wait_closed()
+    async def _watch(self) -> None:
+        """Set ``closed`` once the connection leaves RUNNING (the peer closed it)."""
+        while self._client.runstate is Runstate.RUNNING:
+            await self._client.runstate_changed()
         self.closed.set()
+
+    def _require(self, state: Runstate, operation: str) -> None:
+        if self.runstate is not state:
+            raise self._refused(self.runstate, (state,), operation)
+
+    def _refused(self, now: Runstate, wanted: tuple[Runstate, ...], operation: str) -> VmError:
+        names = " or ".join(s.name.lower() for s in wanted)
+        return VmError(
+            self.vm, f"qmp {operation}",
+            f"the session is {now.name.lower()}, it needs to be {names}",
+        )  # fmt: skip
