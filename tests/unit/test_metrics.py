@@ -38,6 +38,7 @@ def test_a_value_is_written_exactly(value: float, text: str) -> None:
     assert written.splitlines()[-1] == f"ucloud_stream_last_sequence {text}"
     [(_, read)] = parsed(written)["ucloud_stream_last_sequence"]
     assert read == value
+    assert isinstance(read, int) == (isinstance(value, int))  # the parser reads integers
 
 
 def test_label_values_with_spaces_keep_their_sample_value() -> None:
