@@ -203,6 +203,12 @@ class ConsumerConfig(_Section):
     backoff_s: list[float] = msgspec.field(default_factory=lambda: [1.0, 5.0, 30.0])
 
 
+class MetricsConfig(_Section):
+    # where the process serves /metrics (ADDRESS:PORT, port 0: any free port); empty: no
+    # listener (`ucloud serve`: several may share a machine), `ucloud up`: [::1]:0
+    listen: str = ""
+
+
 class BillingConfig(_Section):
     # The price table of ``ucloud replay billing`` and quotes (TOML; see the sample).
     prices: str = str(SAMPLE_PRICES)
@@ -251,6 +257,7 @@ class Config(_Section):
     billing: BillingConfig = msgspec.field(default_factory=BillingConfig)
     images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
     metadata: MetadataConfig = msgspec.field(default_factory=MetadataConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
+from ucloud.metrics import ProcessMetrics
 from ucloud.store import Store
 
 
@@ -25,6 +26,8 @@ class ServiceContext:
     name: str
     data_dir: Path
     extra: dict[str, object] = field(default_factory=dict)
+    # the process's /metrics: a service registers its collectors there while it runs
+    metrics: ProcessMetrics = field(default_factory=ProcessMetrics)
 
 
 Service = Callable[[ServiceContext], Awaitable[None]]

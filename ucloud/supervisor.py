@@ -7,7 +7,8 @@ Theory of operation:
   others run. (``ucloud up`` starts every registered service, some of which may not be
   written yet.)
 - ``start()`` runs each available service as its own task with a fresh ``ServiceContext``
-  that shares the supervisor's one ``EventLog`` and one ``Store``.
+  that shares the supervisor's one ``EventLog``, one ``Store`` and one ``ProcessMetrics``
+  (the process's ``/metrics``).
 - A service that raises, or returns (a service works until cancelled), is restarted after
   ``Backoff.delay(failures)`` seconds: doubling from ``base_s``, capped at ``cap_s``. A run
   that lasted ``stable_s`` or longer starts the count afresh.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
+from ucloud.metrics import ProcessMetrics
 from ucloud.services import Service, ServiceContext, resolve
 from ucloud.store import Store
 
@@ -81,11 +83,13 @@ class Supervisor:
         resolver: Callable[[str], Service] = resolve,
         clock: Callable[[], float] = time.monotonic,
         stop_timeout_s: float = 10.0,
+        metrics: ProcessMetrics | None = None,
     ) -> None:
         self.config = config
         self.event_log = event_log
         self.store = store
         self.backoff = backoff or Backoff()
+        self.metrics = metrics or ProcessMetrics(event_log)
         self.states = {name: ServiceState(name) for name in names}
         self._resolver = resolver
         self._clock = clock
@@ -148,6 +152,7 @@ class Supervisor:
             store=self.store,
             name=name,
             data_dir=Path(self.config.data_dir),
+            metrics=self.metrics,
         )
 
     async def _keep_running(self, state: ServiceState) -> None:

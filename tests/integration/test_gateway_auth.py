@@ -172,9 +172,9 @@ async def test_health_metrics_and_openapi_need_no_token(gw: Running) -> None:
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'ucloud_http_requests_total{method="GET",route="/v1/me",status="401"} 1' in text
-    assert "ucloud_projection_lag_events " in text
-    lag = next(line for line in text.splitlines() if line.startswith("ucloud_projection_lag"))
-    assert float(lag.split()[1]) >= 0
+    assert "ucloud_gateway_lag_events " in text
+    lag = next(line for line in text.splitlines() if line.startswith("ucloud_gateway_lag"))
+    assert int(lag.split()[1]) >= 0
     document = (await client.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.")
     paths = document["paths"]

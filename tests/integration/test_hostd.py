@@ -5,7 +5,8 @@ log, stop by ACPI, start, delete with its disk); a QEMU killed with SIGKILL is r
 crashed and runs again, also when hostd was away meanwhile; a VM whose start cannot work
 says why; a NIC is a tap on its network's bridge (and a host without networking refuses
 it); consoles are their owner's; ``debian-12`` created with the real CLI boots to a login
-prompt that ``ucloud vm console-log`` shows.
+prompt that ``ucloud vm console-log`` shows; a running VM's CPU, disk and tap counters are
+on the process's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.hostd_harness import Cloud, built, import_image, running_cloud
 from ucloud import events as ev
 from ucloud.config import Config
+from ucloud.hostd.metrics import taps_of
 from ucloud.hostd.plumbing import NicPlan, NoPlumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.imagebuild.tiny import UP_LINE
 from ucloud.images.store import disks_dir
+from ucloud.metrics import listening
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 
@@ -244,3 +249,39 @@ async def test_a_nic_is_a_tap_on_its_networks_bridge_and_goes_with_the_vm(
     await cloud.act(vm, "delete")
     await cloud.wait_status(vm, "gone", timeout=60)
     assert link(tap) is None and link(f"br{vni}") is None
+
+
+@pytest.mark.timeout(180)
+async def test_a_running_vm_has_cpu_disk_and_tap_counters_on_metrics(
+    cloud: Cloud, tiny: str
+) -> None:
+    if isinstance(cloud.hostd.plumbing, NoPlumbing):
+        pytest.fail("this host offers no VM networking (root and /dev/net/tun are needed)")
+    net = await cloud.gw.network(cloud.user.name, "lan")
+    vm = (await cloud.create("t8", "tiny", networks=[net]))["id"]
+    await cloud.wait_status(vm, "running", timeout=60)
+    await cloud.wait_console(vm, UP_LINE, timeout=120)
+    tap = taps_of(Path(f"/proc/{qemu_pid(cloud, vm)}/cmdline").read_bytes())[0]
+    labels = {"host": cloud.host, "vm": vm}
+    async with listening(cloud.contexts["hostd"].metrics, "[::1]:0") as url:
+        async with httpx.AsyncClient(timeout=10) as client:
+            text = (await client.get(url)).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+
+    def value(name: str, **more: str) -> float:
+        return samples[(name, tuple(sorted({**labels, **more}.items())))]
+
+    assert value("ucloud_vm_cpu_seconds_total") > 0
+    drives = [dict(k)["drive"] for n, k in samples if n == "ucloud_vm_disk_read_bytes_total"]
+    assert drives, text
+    assert value("ucloud_vm_disk_read_bytes_total", drive=drives[0]) > 0  # it booted from it
+    assert value("ucloud_vm_disk_reads_total", drive=drives[0]) > 0
+    for name in ("received", "sent"):
+        assert value(f"ucloud_vm_network_{name}_bytes_total", tap=tap) >= 0
+        assert isinstance(value(f"ucloud_vm_network_{name}_packets_total", tap=tap), int)
+    assert samples[("ucloud_vm_running", (("host", cloud.host),))] >= 1
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)

@@ -5,18 +5,21 @@ each talking to the clustered NATS and etcd named in ``--config`` (or pointed at
 all-in-one with ``--data-dir``). The service is supervised as in ``ucloud up``: a crash is
 logged and the service restarted with backoff; SIGINT/SIGTERM stop it cleanly. Under systemd
 (``systemd/ucloud-<service>.service``, ``Type=notify``) it says READY=1 once it has its
-connections and has started the service.
+connections and has started the service. With ``metrics.listen`` set, the process serves
+its ``/metrics`` there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from typing import Any
 
 from ucloud.client.locate import add_server_options, server_config
+from ucloud.metrics import ProcessMetrics, listening
 from ucloud.sdnotify import notify
 from ucloud.services import SERVICES, resolve
 from ucloud.supervisor import Supervisor, connected, stop_on_signals
@@ -59,13 +62,17 @@ async def _serve(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         async with connected(config, f"ucloud-{name}") as (event_log, store):
             await event_log.ensure_stream()
-            supervisor = Supervisor(config, event_log, store, [name])
-            supervisor.start()
-            notify("READY=1")
-            try:
-                await stop.wait()
-                log.info("stopping %s", name)
-                notify("STOPPING=1")
-            finally:
-                await supervisor.stop()
+            metrics = ProcessMetrics(event_log)
+            supervisor = Supervisor(config, event_log, store, [name], metrics=metrics)
+            async with contextlib.AsyncExitStack() as stack:
+                if config.metrics.listen:
+                    await stack.enter_async_context(listening(metrics, config.metrics.listen))
+                supervisor.start()
+                notify("READY=1")
+                try:
+                    await stop.wait()
+                    log.info("stopping %s", name)
+                    notify("STOPPING=1")
+                finally:
+                    await supervisor.stop()
     return 0

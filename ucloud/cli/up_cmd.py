@@ -9,7 +9,8 @@ The data directory (``--data-dir``, default ``default_data_dir()``) holds::
     servers.json  pids of the embedded servers while they run
     up.json       where the running all-in-one listens (``UpInfo``); gone when stopped
 
-Start: lock, stop leftovers of a run that was killed, nats-server, etcd, the stream, every
+Start: lock, stop leftovers of a run that was killed, nats-server, etcd, the stream, the
+process's ``/metrics`` (``metrics.listen``, else a free port on ``[::1]``), every
 registered service under the supervisor, ``up.json``, one line on stdout. SIGINT/SIGTERM:
 ``up.json`` goes, then the services, the connections, nats-server and etcd; the lock last.
 Starting again on the same directory resumes the same stream and the same etcd data.
@@ -39,6 +40,7 @@ from ucloud.cli.main import run_async
 from ucloud.client.locate import UP_FILE, UpInfo, default_data_dir, write_up
 from ucloud.config import Config
 from ucloud.errors import ServerError
+from ucloud.metrics import ProcessMetrics, listening
 from ucloud.servers import EmbeddedEtcd, EmbeddedNats
 from ucloud.services import SERVICES
 from ucloud.supervisor import Supervisor, connected, stop_on_signals
@@ -50,6 +52,7 @@ SETTINGS_FILE = "ucloud.toml"
 SERVERS_FILE = "servers.json"
 EMBEDDED_MAX_TXN_OPS = 4096  # what EmbeddedEtcd passes to etcd as --max-txn-ops
 GATEWAY_WAIT_S = 15.0  # how long "up" waits for the gateway to listen before saying so
+METRICS_LISTEN = "[::1]:0"  # /metrics of the whole all-in-one when metrics.listen is unset
 
 
 def register(sub: Any) -> None:
@@ -98,25 +101,34 @@ async def up(args: argparse.Namespace) -> int:
 async def _serve_all(config: Config, data_dir: Path, stop: asyncio.Event) -> None:
     async with connected(config, "ucloud-up") as (event_log, store):
         await event_log.ensure_stream()
-        supervisor = Supervisor(config, event_log, store, list(SERVICES))
-        running = supervisor.start()
-        try:
-            gateway = gateway_url(config.gateway.listen) if "gateway" in running else ""
-            if gateway and not await _answers(gateway, GATEWAY_WAIT_S, stop):
-                log.warning("the gateway does not answer at %s yet; see the log above", gateway)
-            info = UpInfo(
-                gateway=gateway,
-                nats=config.nats.url,
-                etcd=list(config.etcd.endpoints),
-                pid=os.getpid(),
-            )
-            write_up(data_dir, info)
-            print(up_line(info, data_dir), flush=True)
-            await stop.wait()
-            log.info("stopping")
-            (data_dir / UP_FILE).unlink(missing_ok=True)
-        finally:
-            await supervisor.stop()
+        metrics = ProcessMetrics(event_log)
+        supervisor = Supervisor(config, event_log, store, list(SERVICES), metrics=metrics)
+        async with listening(metrics, config.metrics.listen or METRICS_LISTEN) as metrics_url:
+            await _supervise(config, data_dir, stop, supervisor, metrics_url)
+
+
+async def _supervise(
+    config: Config, data_dir: Path, stop: asyncio.Event, supervisor: Supervisor, metrics: str
+) -> None:
+    running = supervisor.start()
+    try:
+        gateway = gateway_url(config.gateway.listen) if "gateway" in running else ""
+        if gateway and not await _answers(gateway, GATEWAY_WAIT_S, stop):
+            log.warning("the gateway does not answer at %s yet; see the log above", gateway)
+        info = UpInfo(
+            gateway=gateway,
+            nats=config.nats.url,
+            etcd=list(config.etcd.endpoints),
+            pid=os.getpid(),
+            metrics=metrics,
+        )
+        write_up(data_dir, info)
+        print(up_line(info, data_dir), flush=True)
+        await stop.wait()
+        log.info("stopping")
+        (data_dir / UP_FILE).unlink(missing_ok=True)
+    finally:
+        await supervisor.stop()
 
 
 async def _answers(url: str, timeout_s: float, stop: asyncio.Event) -> bool:

@@ -3,7 +3,7 @@
 A running all-in-one (``ucloud up``) writes ``<data-dir>/up.json``::
 
     {"gateway": "http://[::1]:8080", "nats": "nats://127.0.0.1:4222",
-     "etcd": ["127.0.0.1:2379"], "pid": 1234}
+     "etcd": ["127.0.0.1:2379"], "pid": 1234, "metrics": "http://[::1]:40123/metrics"}
 
 ``--data-dir DIR`` points a command at it; otherwise the config file is used, and without
 one, the all-in-one running on the default data directory (``default_data_dir()``).
@@ -31,6 +31,7 @@ class UpInfo(msgspec.Struct, kw_only=True):
     nats: str
     etcd: list[str]
     pid: int = 0
+    metrics: str = ""  # the /metrics of the whole all-in-one
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:

@@ -27,8 +27,9 @@ from ucloud.gateway import (
     routes_vms,
 )
 from ucloud.gateway.http import Endpoint, adapt, json_response
-from ucloud.gateway.metrics import CONTENT_TYPE, MetricsMiddleware
+from ucloud.gateway.metrics import MetricsMiddleware
 from ucloud.gateway.state import Gateway
+from ucloud.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 _HEALTHY = b'{"status":"ok"}'
@@ -58,23 +59,7 @@ def build_app(gw: Gateway) -> ASGIApp:
         return Response(_HEALTHY, media_type="application/json")
 
     async def metrics(request: Request) -> Response:
-        gauges: list[tuple[str, str, float]] = [
-            ("ucloud_projection_checkpoint", "Last stream sequence the projection applied.",
-             gw.mirror.checkpoint),
-        ]
-        try:
-            last = await gw.log.last_sequence()
-        except Exception as exc:  # noqa: BLE001 - metrics must answer even without NATS
-            log.warning("metrics: stream sequence unavailable: %s", exc)
-        else:
-            gauges += [
-                ("ucloud_stream_last_sequence", "Last sequence in the event stream.", last),
-                ("ucloud_projection_lag_events", "Stream events the projection has not applied.",
-                 max(0, last - gw.mirror.checkpoint)),
-            ]
-        vms = len(gw.mirror.vms.by_id)
-        gauges.append(("ucloud_gateway_vms", "VMs in the gateway's view.", vms))
-        return Response(gw.metrics.render(gauges), media_type=CONTENT_TYPE)
+        return Response(await gw.process.render(), media_type=CONTENT_TYPE)
 
     async def openapi_json(request: Request) -> Response:
         return Response(document, media_type="application/json")

@@ -1,22 +1,40 @@
-"""Request counts and latency histograms, written in the Prometheus text format.
+"""The gateway's metrics: requests by route and status, and its view of the projection.
 
 ``MetricsMiddleware`` is plain ASGI (no per-request objects beyond a closure): it times each
 request and labels it with the route template Starlette matched (``/v1/vms/{id}``), so
-label values stay bounded; requests that match no route count as ``unmatched``.
+label values stay bounded; requests that match no route count as ``unmatched``. The counts
+are kept in plain numbers (no lock on the request path) and become metric families only
+when ``/metrics`` is scraped (``RequestMetrics.collect``); the text is the process's
+(``ucloud.metrics``).
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ucloud.metrics import Gatherer
+
+if TYPE_CHECKING:
+    from ucloud.eventlog import EventLog
+    from ucloud.projections.mirror import Mirror
+
+log = logging.getLogger(__name__)
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_DURATION = "ucloud_http_request_duration_seconds"
+_LABELS = ["method", "route", "status"]
 
 
 class _Histogram:
@@ -33,7 +51,7 @@ class _Histogram:
         self.count += 1
 
 
-class Metrics:
+class RequestMetrics(Collector):
     """Counters and histograms of HTTP requests, keyed by (method, route, status)."""
 
     def __init__(self) -> None:
@@ -46,45 +64,60 @@ class Metrics:
             histogram = self._requests[key] = _Histogram()
         histogram.observe(seconds)
 
-    def render(self, gauges: Iterable[tuple[str, str, float]] = ()) -> str:
-        """The exposition: request metrics, then ``(name, help, value)`` gauges."""
-        lines = [
-            "# HELP ucloud_http_requests_total HTTP requests answered, by route and status.",
-            "# TYPE ucloud_http_requests_total counter",
-        ]
+    def collect(self) -> Iterator[Metric]:
         items = sorted(self._requests.items())
-        for (method, route, status), histogram in items:
-            labels = _labels(method=method, route=route, status=status)
-            lines.append(f"ucloud_http_requests_total{{{labels}}} {histogram.count}")
-        lines += [
-            "# HELP ucloud_http_request_duration_seconds Time to answer, by route and status.",
-            "# TYPE ucloud_http_request_duration_seconds histogram",
-        ]
-        for (method, route, status), histogram in items:
-            labels = _labels(method=method, route=route, status=status)
-            cumulative = 0
+        total = CounterMetricFamily(
+            "ucloud_http_requests", "HTTP requests answered, by route and status.",
+            labels=_LABELS,
+        )
+        duration = HistogramMetricFamily(
+            "ucloud_http_request_duration_seconds", "Time to answer, by route and status.",
+            labels=_LABELS,
+        )
+        for labels, histogram in items:
+            total.add_metric(list(labels), histogram.count)
+            cumulative, buckets = 0, []
             for bound, count in zip((*BUCKETS, float("inf")), histogram.counts, strict=True):
                 cumulative += count
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(f'{_DURATION}_bucket{{{labels},le="{le}"}} {cumulative}')
-            lines.append(f"{_DURATION}_sum{{{labels}}} {histogram.sum!r}")
-            lines.append(f"{_DURATION}_count{{{labels}}} {histogram.count}")
-        for name, help_text, value in gauges:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
-        return "\n".join(lines) + "\n"
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            duration.add_metric(list(labels), buckets, histogram.sum)
+        yield total
+        yield duration
 
 
-def _labels(**values: str) -> str:
-    return ",".join(f'{k}="{_escape(v)}"' for k, v in values.items())
+def view_gatherer(mirror: Mirror, event_log: EventLog) -> Gatherer:
+    """The gateway's view of the projection: its checkpoint, lag and VMs, at scrape time."""
 
+    async def gather() -> list[Metric]:
+        checkpoint = mirror.checkpoint
+        families: list[Metric] = [
+            GaugeMetricFamily(
+                "ucloud_gateway_checkpoint",
+                "Last stream sequence the gateway's mirror of the projection shows.",
+                value=checkpoint,
+            ),
+            GaugeMetricFamily(
+                "ucloud_gateway_vms", "VMs in the gateway's view.", value=len(mirror.vms.by_id)
+            ),
+        ]
+        try:
+            last = await event_log.last_sequence()
+        except Exception as exc:  # noqa: BLE001 - the view answers even without NATS
+            log.warning("metrics: stream sequence unavailable: %s", exc)
+            return families
+        families.append(GaugeMetricFamily(
+            "ucloud_gateway_lag_events",
+            "Stream events the gateway's mirror does not show yet.",
+            value=max(0, last - checkpoint),
+        ))  # fmt: skip
+        return families
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return gather
 
 
 class MetricsMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, clock: Callable[[], float] = time.perf_counter
+        self, app: ASGIApp, metrics: RequestMetrics, clock: Callable[[], float] = time.perf_counter
     ) -> None:
         self.app = app
         self.metrics = metrics

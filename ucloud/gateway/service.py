@@ -97,7 +97,7 @@ async def run(ctx: ServiceContext) -> None:
     config: Config = ctx.config
     sock = bind(config.gateway.listen)
     try:
-        gw = await Gateway.open(config, ctx.log, ctx.store)
+        gw = await Gateway.open(config, ctx.log, ctx.store, ctx.metrics)
         ctx.extra["gateway"] = gw
         try:
             await bootstrap_admin(gw, config.gateway.bootstrap_admin_file)

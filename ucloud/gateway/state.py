@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,8 +11,9 @@ from ucloud.config import Config
 from ucloud.errors import ProjectionBehind
 from ucloud.eventlog import EventLog
 from ucloud.gateway.auth import Auth, Credentials, Principal
-from ucloud.gateway.metrics import Metrics
+from ucloud.gateway.metrics import RequestMetrics, view_gatherer
 from ucloud.ids import new_id
+from ucloud.metrics import ProcessMetrics
 from ucloud.projections.mirror import Mirror
 from ucloud.store import Store
 
@@ -24,11 +26,16 @@ class Gateway:
     mirror: Mirror
     credentials: Credentials
     auth: Auth
-    metrics: Metrics
+    metrics: RequestMetrics
+    process: ProcessMetrics  # what /metrics shows: the process's, with the gateway's part
+    _registered: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @classmethod
-    async def open(cls, config: Config, log: EventLog, store: Store) -> Gateway:
-        """Load the projection into memory and the token key; close() undoes it."""
+    async def open(
+        cls, config: Config, log: EventLog, store: Store, process: ProcessMetrics | None = None
+    ) -> Gateway:
+        """Load the projection into memory and the token key, and add the gateway's metrics
+        to ``process`` (a fresh ``ProcessMetrics`` when None); close() undoes it."""
         mirror = Mirror(store, config.etcd.prefix, name="gateway-mirror")
         await mirror.start()
         try:
@@ -38,9 +45,14 @@ class Gateway:
             await mirror.stop()
             raise
         auth = Auth(credentials, mirror, key, config)
-        return cls(config, log, store, mirror, credentials, auth, Metrics())
+        gw = cls(config, log, store, mirror, credentials, auth, RequestMetrics(),
+                 process or ProcessMetrics(log))
+        gw._registered.enter_context(gw.process.collecting(gw.metrics))
+        gw._registered.enter_context(gw.process.gathering(view_gatherer(mirror, log)))
+        return gw
 
     async def close(self) -> None:
+        self._registered.close()
         await self.mirror.stop()
 
     async def settled(self, seq: int) -> None:

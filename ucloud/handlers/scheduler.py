@@ -62,6 +62,7 @@ from ucloud.events import (
     subject,
 )
 from ucloud.handlers.placement import CapacityLedger, NoCapacity, advanced, evolve, place
+from ucloud.metrics import SCHEDULER_CONFLICTS, SCHEDULER_DECISIONS
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -213,8 +214,10 @@ class Scheduler:
             try:
                 await self.log.append(scheduled, expected=vm_last)
             except ConflictError:
+                SCHEDULER_CONFLICTS.labels("vm").inc()
                 vm = None  # the VM moved: load it and see
                 continue
+            SCHEDULER_DECISIONS.labels("scheduled").inc()
             log.info("vm %s scheduled on %s", request.vm, host)
             return
         raise LogError(f"vm {request.vm}: gave up after {self.settings.conflict_retries} conflicts")
@@ -238,7 +241,9 @@ class Scheduler:
             try:
                 await self.log.append(failed, expected=vm_last)
             except ConflictError:
+                SCHEDULER_CONFLICTS.labels("vm").inc()
                 return _Again.VM_MOVED
+            SCHEDULER_DECISIONS.labels("failed").inc()
             log.info("vm %s not scheduled: %s", request.vm, outcome.reason)
             return _Again.DONE
         host = outcome.host
@@ -249,6 +254,7 @@ class Scheduler:
         try:
             seq = await self.log.append(placed, expected=expected)
         except ConflictError:
+            SCHEDULER_CONFLICTS.labels("host").inc()
             follower.expect(host, expected + 1)
             return _Again.HOST
         follower.expect(host, seq)

@@ -6,7 +6,8 @@ to the VMs already running here and makes the host match the log (``Hostd.reconc
 then consumes ``host.<id>.>`` (durable ``hostd-<id>``) to start, stop and delete VMs.
 A router host (``host.router``) also routes the VM networks (``LinuxPlumbing.run_router``).
 Stopping the service lets go of the VMs without stopping them; ``ctx.extra["hostd"]``
-is the ``Hostd``, for tests and benchmarks, and ``ctx.extra["plumbing"]`` may hold a
+is the ``Hostd``, for tests and benchmarks (its VMs' counters are in the process's
+``/metrics``: ``hostd/metrics.py``), and ``ctx.extra["plumbing"]`` may hold a
 ``NoPlumbing`` to run without VM networking whatever the host offers.
 """
 
@@ -24,6 +25,7 @@ from ucloud.hostd.accel import Accelerator, probe_kvm
 from ucloud.hostd.console import endpoint_key, serve_consoles
 from ucloud.hostd.daemon import Hostd, runtime_root
 from ucloud.hostd.lease import HostLease
+from ucloud.hostd.metrics import vm_gatherer
 from ucloud.hostd.plumbing import NoPlumbing, Plumbing
 from ucloud.hostd.qemu import QemuProcess
 from ucloud.hostd.registry import register
@@ -74,27 +76,28 @@ async def run(ctx: ServiceContext) -> None:
     )
     ctx.extra["hostd"] = hostd
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(lease.run(), name="hostd:lease")
-            group.create_task(
-                serve_consoles(
-                    ctx.store, endpoint_key(config.etcd.secrets_prefix, host.id),
-                    host.console_listen, host.address, hostd.root,
-                ),
-                name="hostd:consoles",
-            )
-            router = getattr(plumbing, "run_router", None)
-            if host.router and router is not None:  # this host routes the VM networks
-                group.create_task(router(ctx.store, config.etcd.prefix), name="hostd:router")
-            await hostd.reconcile()
-            group.create_task(
-                run_consumer(
-                    ctx.log, ctx.store, durable=durable(host.id),
-                    subjects=[subject("host", host.id, "*")], handle=hostd.handle,
-                    settings=config.consumer, poison_prefix=f"{config.etcd.prefix}_poison/",
-                    name=ctx.name,
-                ),
-                name="hostd:commands",
-            )
+        with ctx.metrics.gathering(vm_gatherer(hostd.machines, host.id)):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(lease.run(), name="hostd:lease")
+                group.create_task(
+                    serve_consoles(
+                        ctx.store, endpoint_key(config.etcd.secrets_prefix, host.id),
+                        host.console_listen, host.address, hostd.root,
+                    ),
+                    name="hostd:consoles",
+                )
+                router = getattr(plumbing, "run_router", None)
+                if host.router and router is not None:  # this host routes the VM networks
+                    group.create_task(router(ctx.store, config.etcd.prefix), name="hostd:router")
+                await hostd.reconcile()
+                group.create_task(
+                    run_consumer(
+                        ctx.log, ctx.store, durable=durable(host.id),
+                        subjects=[subject("host", host.id, "*")], handle=hostd.handle,
+                        settings=config.consumer, poison_prefix=f"{config.etcd.prefix}_poison/",
+                        name=ctx.name,
+                    ),
+                    name="hostd:commands",
+                )
     finally:
         await hostd.close()

@@ -21,6 +21,8 @@ import socket
 import time
 from collections.abc import Callable
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from ucloud.config import Config
 from ucloud.consumer import run_consumer
 from ucloud.metadata import METADATA_ADDRESS, userdata
@@ -141,6 +143,21 @@ class MetadataService:
         self.served += 1
         return answer(method, path, facts)
 
+    async def gather(self) -> list[Metric]:
+        """The requests answered and refused so far, for /metrics."""
+        requests = CounterMetricFamily(
+            "ucloud_metadata_requests", "Metadata requests, by outcome (answered: from a VM; "
+            "refused: not from the VM port its address claims, answered 403).",
+            labels=["outcome"],
+        )
+        requests.add_metric(["answered"], self.served)
+        requests.add_metric(["refused"], self.refused)
+        bridges = GaugeMetricFamily(
+            "ucloud_metadata_bridges", "VM bridges the metadata service listens on.",
+            value=len(self.listening),
+        )
+        return [requests, bridges]
+
     def _log_refusal(
         self, method: str, path: str, source: str, arrival: int | None, refusal: Refusal
     ) -> None:
@@ -249,15 +266,16 @@ async def run(ctx: ServiceContext) -> None:
     service = await MetadataService.open(config, ctx.store)
     ctx.extra["metadata"] = service
     try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(service.follow_bridges(), name="metadata-bridges")
-            if config.metadata.address:
-                tasks.create_task(service.serve_global(), name="metadata-global")
-            remover = userdata.Remover(ctx.store, config.etcd.secrets_prefix)
-            tasks.create_task(run_consumer(
-                ctx.log, ctx.store, durable=userdata.DURABLE, subjects=userdata.SUBJECTS,
-                handle=remover.handle, settings=config.consumer,
-                poison_prefix=f"{config.etcd.prefix}_poison/", name=ctx.name,
-            ), name="metadata-userdata")
+        with ctx.metrics.gathering(service.gather):
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(service.follow_bridges(), name="metadata-bridges")
+                if config.metadata.address:
+                    tasks.create_task(service.serve_global(), name="metadata-global")
+                remover = userdata.Remover(ctx.store, config.etcd.secrets_prefix)
+                tasks.create_task(run_consumer(
+                    ctx.log, ctx.store, durable=userdata.DURABLE, subjects=userdata.SUBJECTS,
+                    handle=remover.handle, settings=config.consumer,
+                    poison_prefix=f"{config.etcd.prefix}_poison/", name=ctx.name,
+                ), name="metadata-userdata")
     finally:
         await service.close()

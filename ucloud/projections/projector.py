@@ -33,6 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError
 from ucloud.eventlog import EventLog
 from ucloud.events import decode
@@ -50,6 +52,7 @@ from ucloud.projections.views import (
 from ucloud.store import Delete, Guard, Op, Put, Store, wait_for
 
 if TYPE_CHECKING:
+    from ucloud.metrics import Gatherer
     from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,31 @@ class ProjectorMetrics:
     def lag(self, last_seq: int) -> int:
         """Events in the log (``last_seq`` = the stream's last sequence) not yet applied."""
         return max(0, last_seq - self.checkpoint)
+
+    def gatherer(self, event_log: EventLog, projection: str = PROJECTION) -> Gatherer:
+        """These numbers as metric families, with the lag against the stream, at scrape time."""
+
+        async def gather() -> list[Metric]:
+            lag = self.lag(await event_log.last_sequence())
+            gauges = {
+                "checkpoint": ("Last stream sequence applied and committed.", self.checkpoint),
+                "lag_events": ("Stream events not yet applied.", lag),
+            }
+            counts = {
+                "applied": ("Events folded into the projection.", self.applied),
+                "poison": ("Records that did not decode, recorded under _poison/.", self.poison),
+                "transactions": ("etcd transactions committed.", self.transactions),
+                "reloads": ("Times the checkpoint moved under this projector.", self.reloads),
+            }
+            families: list[Metric] = []
+            for kind, numbers in ((GaugeMetricFamily, gauges), (CounterMetricFamily, counts)):
+                for name, (help_text, value) in numbers.items():
+                    family = kind(f"ucloud_projector_{name}", help_text, labels=["projection"])
+                    family.add_metric([projection], value)
+                    families.append(family)
+            return families
+
+        return gather
 
 
 @dataclass
@@ -336,7 +364,8 @@ async def run(ctx: ServiceContext) -> None:
     etcd = ctx.config.etcd
     projector = Projector(ctx.store, ctx.log, etcd.prefix, max_txn_ops=etcd.max_txn_ops)
     ctx.extra["projector"] = projector.metrics
-    await projector.run()
+    with ctx.metrics.gathering(projector.metrics.gatherer(ctx.log)):
+        await projector.run()
 
 
 async def wait_for_checkpoint(
