@@ -46,7 +46,7 @@ from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.ids import new_id
 from ucloud.imagebuild import build
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.services import ServiceContext, resolve
 from ucloud.store import Store
 
@@ -152,7 +152,7 @@ async def import_tiny(cloud: Cloud) -> str:
     raw = Path(cloud.config.data_dir) / "tiny.raw"
     raw.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True)
-    store = FsStore(images_dir(cloud.config), disks_dir(cloud.config))
+    store = FsStore(cloud.config.paths.images, cloud.config.paths.disks)
     size = store.import_raw(image, raw)
     raw.unlink()
     envelope = {"at": datetime.now(UTC), "actor": "bench"}

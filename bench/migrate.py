@@ -42,7 +42,7 @@ from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.plumbing import NoPlumbing
 from ucloud.ids import new_id
 from ucloud.imagebuild import build
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.services import ServiceContext, resolve
 from ucloud.store import Store
 
@@ -134,7 +134,7 @@ async def import_tiny(pair: Pair) -> None:
     raw = Path(pair.config.data_dir) / "tiny.raw"
     raw.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True)
-    size = FsStore(images_dir(pair.config), disks_dir(pair.config)).import_raw(image, raw)
+    size = FsStore(pair.config.paths.images, pair.config.paths.disks).import_raw(image, raw)
     raw.unlink()
     envelope = {"at": datetime.now(UTC), "actor": "bench"}
     await pair.log.append(ev.ImageRequested(

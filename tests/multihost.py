@@ -325,7 +325,7 @@ class Host:
                 self.process.kill()
                 self.process.wait()
         kill_all(Path(self.config.host.runtime_dir))
-        radvd = RadvdSupervisor(Path(self.config.data_dir).absolute() / "radvd")
+        radvd = RadvdSupervisor(self.config.paths.radvd)
         for vni in radvd.adopt_all():
             radvd.stop(vni)
 

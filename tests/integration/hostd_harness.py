@@ -38,7 +38,7 @@ from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.ids import new_id
 from ucloud.imagebuild import build
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.services import ServiceContext
 
 
@@ -93,7 +93,7 @@ def kill_all(runtime: Path) -> None:
 async def import_image(cloud: Cloud, qcow2: Path, name: str) -> str:
     """The built image as a public image of admin, in the store and made."""
     image = new_id()
-    store = FsStore(images_dir(cloud.config), disks_dir(cloud.config))
+    store = FsStore(cloud.config.paths.images, cloud.config.paths.disks)
     raw = Path(cloud.config.data_dir) / f"{image}.raw.tmp"
     raw.parent.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(

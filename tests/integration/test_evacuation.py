@@ -43,7 +43,7 @@ from ucloud.handlers.scheduler import run as run_scheduler
 from ucloud.hostd.lease import alive_prefix
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.ids import new_id
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.servers import EmbeddedEtcd, EmbeddedNats
 from ucloud.services import ServiceContext
 
@@ -160,7 +160,7 @@ async def shared_tiny(cluster: Cluster) -> str:
     await asyncio.to_thread(
         subprocess.run, ["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True
     )
-    store = FsStore(images_dir(cluster.config), disks_dir(cluster.config))
+    store = FsStore(cluster.config.paths.images, cluster.config.paths.disks)
     size = await asyncio.to_thread(store.import_raw, image, raw)
     raw.unlink(missing_ok=True)
     await cluster.gw.append(

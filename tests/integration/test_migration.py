@@ -55,7 +55,7 @@ from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.ids import new_id
 from ucloud.images.rbd_store import RbdStore
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.net_addr import eui64
 from ucloud.services import ServiceContext
 
@@ -193,7 +193,7 @@ async def tiny_image(pair: Pair, ceph: CephCluster | None = None) -> str:
     )
     try:
         if ceph is None:
-            store: FsStore | RbdStore = FsStore(images_dir(pair.config), disks_dir(pair.config))
+            store: FsStore | RbdStore = FsStore(pair.config.paths.images, pair.config.paths.disks)
         else:
             store = RbdStore(ceph.pool, str(ceph.conf))
         size = await asyncio.to_thread(store.import_raw, image, raw)
@@ -282,7 +282,7 @@ async def test_a_running_vm_moves_to_the_other_host_on_a_shared_filesystem(
         vm = await create(pair, "mover")
         await moves_and_keeps_running(pair, vm)
         await delete(pair, vm)
-        assert not (disks_dir(pair.config) / vm).exists()
+        assert not (pair.config.paths.disks / vm).exists()
 
 
 @pytest.mark.ceph
@@ -372,7 +372,7 @@ async def test_a_vm_deleted_while_it_migrates_is_deleted_where_it_is(
         for host in pair.hosts:
             await pair.until(f"{host} holds nothing of it",
                              lambda h=host: _none_on(pair, h, vm))
-        assert not (disks_dir(pair.config) / vm).exists()
+        assert not (pair.config.paths.disks / vm).exists()
 
 
 async def _none_on(pair: Pair, host: str, vm: str) -> bool:

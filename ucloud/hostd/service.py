@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from pathlib import Path
 
 from ucloud.config import Config
 from ucloud.consumer import run_consumer
 from ucloud.events import subject
 from ucloud.hostd.accel import Accelerator, probe_kvm
 from ucloud.hostd.console import endpoint_key, serve_consoles
-from ucloud.hostd.daemon import Hostd, runtime_root
+from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.lease import HostLease
 from ucloud.hostd.plumbing import NoPlumbing, Plumbing
 from ucloud.hostd.qemu import QemuProcess
 from ucloud.hostd.registry import register
-from ucloud.imagebuild.child import CACHE, build_in_child
+from ucloud.imagebuild.child import build_in_child
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -54,10 +53,10 @@ def accelerator(config: Config) -> Accelerator:
     host = config.host
 
     async def probe() -> tuple[bool, str]:
-        image = await build_in_child("tiny", Path(config.data_dir) / CACHE)
-        return await probe_kvm(host.qemu, host.cpu_model, image, runtime_root(config) / ".probe")
+        image = await build_in_child("tiny", config.paths.builtin_images)
+        return await probe_kvm(host.qemu, host.cpu_model, image, config.paths.runtime / ".probe")
 
-    return Accelerator(host, Path(config.data_dir), probe)
+    return Accelerator(host, config.paths.data, probe)
 
 
 async def run(ctx: ServiceContext) -> None:

@@ -73,18 +73,10 @@ class ImageStore(Protocol):
         ...
 
 
-def images_dir(config: Config) -> Path:
-    return Path(config.images.dir or Path(config.data_dir) / "images")
-
-
-def disks_dir(config: Config) -> Path:
-    return Path(config.images.disks_dir or Path(config.data_dir) / "disks")
-
-
 def open_store(config: Config, kind: str) -> ImageStore:
     """The store named ``kind`` ("fs" or "rbd") as ``config`` sets it up."""
     if kind == "fs":
-        return FsStore(images_dir(config), disks_dir(config))
+        return FsStore(config.paths.images, config.paths.disks)
     if kind == "rbd":
         try:
             module = importlib.import_module("ucloud.images.rbd_store")
