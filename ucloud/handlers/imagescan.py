@@ -46,7 +46,8 @@ from ucloud.events import (
     subject,
 )
 from ucloud.files import file_id, file_path, last_upload
-from ucloud.images.store import ImageStore, open_store
+from ucloud.images.base import ImageStore
+from ucloud.images.open import open_store
 from ucloud.images.validate import GIB, convert_to_raw, copy_into, inspect, sha256_of
 from ucloud.services import ServiceContext
 

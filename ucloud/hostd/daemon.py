@@ -66,7 +66,8 @@ from ucloud.hostd.plumbing import NicPlan, Plumbing
 from ucloud.hostd.qemu import Launch, Qemu, RuntimeDir, StartSpec, TapNic, qemu_argv
 from ucloud.hostd.qmp import QmpSession
 from ucloud.ids import derive_id, new_id
-from ucloud.images.store import DiskRef, open_store
+from ucloud.images.base import DiskRef
+from ucloud.images.open import open_store
 
 log = logging.getLogger(__name__)
 

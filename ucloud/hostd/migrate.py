@@ -61,7 +61,9 @@ from ucloud.hostd import lookup, rules
 from ucloud.hostd.machine import Machine, Want
 from ucloud.hostd.qemu import StartSpec
 from ucloud.hostd.qmp import QmpSession
-from ucloud.images.store import ROOT_PREFIX, DiskRef, open_store
+from ucloud.images.base import DiskRef
+from ucloud.images.open import open_store
+from ucloud.images.store import ROOT_PREFIX
 
 if TYPE_CHECKING:
     from ucloud.hostd.daemon import Hostd
