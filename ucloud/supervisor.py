@@ -25,7 +25,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
@@ -147,7 +146,6 @@ class Supervisor:
             log=self.event_log,
             store=self.store,
             name=name,
-            data_dir=Path(self.config.data_dir),
         )
 
     async def _keep_running(self, state: ServiceState) -> None:

@@ -34,12 +34,13 @@ from ucloud.config import Config
 from ucloud.handlers.dispatcher import run as run_dispatcher
 from ucloud.handlers.scheduler import run as run_scheduler
 from ucloud.hostd.daemon import Hostd
+from ucloud.hostd.plumbing import Plumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.ids import new_id
 from ucloud.imagebuild import build
 from ucloud.images.store import FsStore
-from ucloud.services import ServiceContext
+from ucloud.services import ServiceContext, Shared
 
 
 def image_cache() -> Path:
@@ -126,17 +127,17 @@ class Cloud:
 
     @property
     def hostd(self) -> Hostd:
-        found = self.contexts["hostd"].extra.get("hostd")
+        found = self.contexts["hostd"].shared.hostd
         assert isinstance(found, Hostd)
         return found
 
     def client(self) -> httpx.AsyncClient:
         return self.gw.client(self.user)
 
-    def start(self, name: str, service: Any, **extra: object) -> None:
+    def start(self, name: str, service: Any, plumbing: Plumbing | None = None) -> None:
         ctx = ServiceContext(
             config=self.config, log=self.gw.log, store=self.gw.store, name=name,
-            data_dir=Path(self.config.data_dir), extra=dict(extra),
+            shared=Shared(plumbing=plumbing),
         )
         self.contexts[name] = ctx
         self.tasks[name] = asyncio.create_task(service(ctx), name=f"test:{name}")

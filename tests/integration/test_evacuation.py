@@ -99,8 +99,7 @@ async def namespace_cloud(
                 cluster = Cluster(made, underlay, config, gw, members)
                 for name, service in (("netalloc", run_netalloc), ("scheduler", run_scheduler),
                                       ("dispatcher", run_dispatcher), ("monitor", run_monitor)):
-                    ctx = ServiceContext(config=config, log=gw.log, store=gw.store, name=name,
-                                         data_dir=directory)
+                    ctx = ServiceContext(config=config, log=gw.log, store=gw.store, name=name)
                     cluster.tasks.append(asyncio.create_task(service(ctx), name=name))
                 try:
                     for host in members:

@@ -57,7 +57,7 @@ from ucloud.ids import new_id
 from ucloud.images.rbd_store import RbdStore
 from ucloud.images.store import FsStore
 from ucloud.net_addr import eui64
-from ucloud.services import ServiceContext
+from ucloud.services import ServiceContext, Shared
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(300)]
 UP_LINE = "ucloud-tiny: up"
@@ -77,7 +77,7 @@ class Pair:
     def start(self, name: str, service: Any, config: Config | None = None) -> None:
         ctx = ServiceContext(
             config=config or self.config, log=self.gw.log, store=self.gw.store, name=name,
-            data_dir=Path(self.config.data_dir), extra={"plumbing": NoPlumbing()},
+            shared=Shared(plumbing=NoPlumbing()),
         )
         self.contexts[name] = ctx
         self.tasks[name] = asyncio.create_task(service(ctx), name=f"test:{name}")
@@ -86,7 +86,7 @@ class Pair:
         await cancelled(self.tasks.pop(name))
 
     def hostd(self, host: str) -> Hostd:
-        found = self.contexts[host].extra.get("hostd")
+        found = self.contexts[host].shared.hostd
         assert isinstance(found, Hostd)
         return found
 

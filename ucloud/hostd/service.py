@@ -5,9 +5,9 @@ or changed), serves the VMs' serial consoles to the gateway (``console.py``), re
 to the VMs already running here and makes the host match the log (``Hostd.reconcile``),
 then consumes ``host.<id>.>`` (durable ``hostd-<id>``) to start, stop and delete VMs.
 A router host (``host.router``) also routes the VM networks (``LinuxPlumbing.run_router``).
-Stopping the service lets go of the VMs without stopping them; ``ctx.extra["hostd"]``
-is the ``Hostd``, for tests and benchmarks, and ``ctx.extra["plumbing"]`` may hold a
-``NoPlumbing`` to run without VM networking whatever the host offers.
+Stopping the service lets go of the VMs without stopping them; ``ctx.shared.hostd`` is
+the ``Hostd``, for tests and benchmarks, and ``ctx.shared.plumbing`` may hold a
+``Plumbing`` to use instead of the host's (``NoPlumbing``: no VM networking).
 """
 
 from __future__ import annotations
@@ -65,13 +65,14 @@ async def run(ctx: ServiceContext) -> None:
     lease = HostLease(ctx.store, config.etcd.prefix, host.id, host.lease_ttl_s)
     # Alive before registered, so that no monitor sees a registered host without its key.
     await lease.acquire()
-    await register(ctx.log, host, ctx.data_dir)
-    given = ctx.extra.get("plumbing")  # whoever runs the service may bring its own
-    plumbing = given if isinstance(given, NoPlumbing) else plumbing_for(config)
+    await register(ctx.log, host, config.paths.data)
+    plumbing = ctx.shared.plumbing  # whoever runs the service may bring its own
+    if plumbing is None:
+        plumbing = plumbing_for(config)
     hostd = Hostd(
         config, ctx.log, plumbing=plumbing, qemu=QemuProcess(), accel=accelerator(config),
     )
-    ctx.extra["hostd"] = hostd
+    ctx.shared.hostd = hostd
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(lease.run(), name="hostd:lease")

@@ -37,6 +37,7 @@ from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError
 from ucloud.eventlog import EventLog
 from ucloud.events import decode
 from ucloud.projections.apply import changes
+from ucloud.projections.metrics import ProjectorMetrics
 from ucloud.projections.views import (
     POISON,
     PoisonView,
@@ -68,21 +69,6 @@ class Message(Protocol):
     def subject(self) -> str: ...
     @property
     def data(self) -> bytes: ...
-
-
-@dataclass
-class ProjectorMetrics:
-    """What the projector has done, for /metrics: read it, never write it."""
-
-    checkpoint: int = 0  # the last stream sequence applied and committed
-    applied: int = 0  # events folded (poison excluded)
-    poison: int = 0  # records recorded under _poison/
-    transactions: int = 0
-    reloads: int = 0  # times the checkpoint moved under this projector
-
-    def lag(self, last_seq: int) -> int:
-        """Events in the log (``last_seq`` = the stream's last sequence) not yet applied."""
-        return max(0, last_seq - self.checkpoint)
 
 
 @dataclass
@@ -332,10 +318,10 @@ class Projector:
 
 
 async def run(ctx: ServiceContext) -> None:
-    """The ``projector`` service; its metrics are ``ctx.extra["projector"]``."""
+    """The ``projector`` service; its metrics are ``ctx.shared.projector``."""
     etcd = ctx.config.etcd
     projector = Projector(ctx.store, ctx.log, etcd.prefix, max_txn_ops=etcd.max_txn_ops)
-    ctx.extra["projector"] = projector.metrics
+    ctx.shared.projector = projector.metrics
     await projector.run()
 
 
