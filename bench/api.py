@@ -63,14 +63,14 @@ def gateway_process(raw_config: bytes, url_out: Connection) -> None:
         log = await EventLog.connect(config.nats, name="bench-gateway")
         store = await Store.connect(config.etcd.endpoints)
         ctx = ServiceContext(
-            config=config, log=log, store=store, name="gateway", data_dir=Path(config.data_dir)
+            config=config, log=log, store=store, name="gateway"
         )
         task = asyncio.create_task(run(ctx))
-        while "gateway_url" not in ctx.extra:
+        while not ctx.shared.gateway_url:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        url_out.send(ctx.extra["gateway_url"])
+        url_out.send(ctx.shared.gateway_url)
         await task
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -241,7 +241,7 @@ async def bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     await log.ensure_stream()
     store = await Store.connect(config.etcd.endpoints)
     projector_ctx = ServiceContext(
-        config=config, log=log, store=store, name="projector", data_dir=Path(config.data_dir)
+        config=config, log=log, store=store, name="projector"
     )
     projector = asyncio.create_task(run_projector(projector_ctx))
     context = multiprocessing.get_context("spawn")

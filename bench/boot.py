@@ -46,7 +46,7 @@ from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.ids import new_id
 from ucloud.imagebuild import build
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.services import ServiceContext, resolve
 from ucloud.store import Store
 
@@ -76,7 +76,7 @@ class Cloud:
 
     @property
     def hostd(self) -> Hostd:
-        found = self.contexts["hostd"].extra["hostd"]
+        found = self.contexts["hostd"].shared.hostd
         assert isinstance(found, Hostd)
         return found
 
@@ -84,20 +84,19 @@ class Cloud:
         for name in SERVICES:
             ctx = ServiceContext(
                 config=self.config, log=self.log, store=self.store, name=name,
-                data_dir=Path(self.config.data_dir),
             )
             self.contexts[name] = ctx
             self.tasks.append(asyncio.create_task(resolve(name)(ctx), name=f"bench:{name}"))
         deadline = time.monotonic() + 30
-        while "gateway_url" not in self.contexts["gateway"].extra or (
-            "hostd" not in self.contexts["hostd"].extra
+        while not self.contexts["gateway"].shared.gateway_url or (
+            not self.contexts["hostd"].shared.hostd
         ):
             for task in self.tasks:
                 if task.done():
                     task.result()
             assert time.monotonic() < deadline, "the services did not start"
             await asyncio.sleep(0.05)
-        url = str(self.contexts["gateway"].extra["gateway_url"])
+        url = str(self.contexts["gateway"].shared.gateway_url)
         secret = Path(self.config.gateway.bootstrap_admin_file).read_text().strip()
         async with httpx.AsyncClient(base_url=url) as client:
             for _ in range(100):  # the bootstrap user reaches the projection shortly
@@ -152,7 +151,7 @@ async def import_tiny(cloud: Cloud) -> str:
     raw = Path(cloud.config.data_dir) / "tiny.raw"
     raw.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True)
-    store = FsStore(images_dir(cloud.config), disks_dir(cloud.config))
+    store = FsStore(cloud.config.paths.images, cloud.config.paths.disks)
     size = store.import_raw(image, raw)
     raw.unlink()
     envelope = {"at": datetime.now(UTC), "actor": "bench"}
@@ -163,7 +162,9 @@ async def import_tiny(cloud: Cloud) -> str:
     seq = await cloud.log.append(
         ev.ImageCreated(id=new_id(), **envelope, image=image, size=size, checksum="0")
     )
-    await cloud.contexts["gateway"].extra["gateway"].settled(seq)  # type: ignore[attr-defined]
+    gateway = cloud.contexts["gateway"].shared.gateway
+    assert gateway is not None
+    await gateway.settled(seq)
     return image
 
 

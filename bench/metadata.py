@@ -43,7 +43,7 @@ from ucloud.config import Config, MetadataConfig
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
 from ucloud.metadata import METADATA_ADDRESS
-from ucloud.metadata.service import MetadataService
+from ucloud.metadata.server import MetadataService
 from ucloud.metadata.service import run as run_metadata
 from ucloud.net_addr import link_local
 from ucloud.projections.projector import run as run_projector
@@ -230,8 +230,7 @@ async def project(config: Config, vms: int, vni: int, prefix: str) -> list[tuple
     seq = 0
     for event in events:
         seq = await log.append(event)
-    ctx = ServiceContext(config=config, log=log, store=store, name="projector",
-                         data_dir=Path(config.data_dir))
+    ctx = ServiceContext(config=config, log=log, store=store, name="projector")
     projector = asyncio.create_task(run_projector(ctx))
     await wait_for_checkpoint(store, config.etcd.prefix, seq, 60)
     projector.cancel()
@@ -276,15 +275,14 @@ async def measure(config: Config, args: argparse.Namespace, sources: list[tuple[
                   bridge: str, namespace: str) -> dict[str, Any]:
     log = await EventLog.connect(config.nats, name="bench-metadata")
     store = await Store.connect(config.etcd.endpoints)
-    ctx = ServiceContext(config=config, log=log, store=store, name="metadata",
-                         data_dir=Path(config.data_dir))
+    ctx = ServiceContext(config=config, log=log, store=store, name="metadata")
     task = asyncio.create_task(run_metadata(ctx))
     try:
-        while bridge not in getattr(ctx.extra.get("metadata"), "listening", {}):
+        while bridge not in getattr(ctx.shared.metadata, "listening", {}):
             if task.done():
                 task.result()
             await asyncio.sleep(0.05)
-        service = ctx.extra["metadata"]
+        service = ctx.shared.metadata
         assert isinstance(service, MetadataService)
         job = msgspec.json.encode({
             "sources": sources, "connections": args.connections, "seconds": args.seconds,

@@ -42,8 +42,8 @@ from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.plumbing import NoPlumbing
 from ucloud.ids import new_id
 from ucloud.imagebuild import build
-from ucloud.images.store import FsStore, disks_dir, images_dir
-from ucloud.services import ServiceContext, resolve
+from ucloud.images.store import FsStore
+from ucloud.services import ServiceContext, Shared, resolve
 from ucloud.store import Store
 
 SERVICES = ("projector", "gateway", "scheduler", "dispatcher")
@@ -63,7 +63,7 @@ class Pair:
         self.http: httpx.AsyncClient | None = None
 
     def hostd(self, host: str) -> Hostd:
-        found = self.contexts[host].extra["hostd"]
+        found = self.contexts[host].shared.hostd
         assert isinstance(found, Hostd)
         return found
 
@@ -73,20 +73,20 @@ class Pair:
         for name, config, service in runs:
             ctx = ServiceContext(
                 config=config, log=self.log, store=self.store, name=name,
-                data_dir=Path(config.data_dir), extra={"plumbing": NoPlumbing()},
+                shared=Shared(plumbing=NoPlumbing()),
             )
             self.contexts[name] = ctx
             self.tasks.append(asyncio.create_task(resolve(service)(ctx), name=f"bench:{name}"))
         deadline = time.monotonic() + 30
-        while "gateway_url" not in self.contexts["gateway"].extra or any(
-            "hostd" not in self.contexts[h].extra for h in self.hosts
+        while not self.contexts["gateway"].shared.gateway_url or any(
+            not self.contexts[h].shared.hostd for h in self.hosts
         ):
             for task in self.tasks:
                 if task.done():
                     task.result()
             assert time.monotonic() < deadline, "the services did not start"
             await asyncio.sleep(0.05)
-        url = str(self.contexts["gateway"].extra["gateway_url"])
+        url = str(self.contexts["gateway"].shared.gateway_url)
         secret = Path(self.config.gateway.bootstrap_admin_file).read_text().strip()
         async with httpx.AsyncClient(base_url=url) as client:
             for _ in range(100):
@@ -134,7 +134,7 @@ async def import_tiny(pair: Pair) -> None:
     raw = Path(pair.config.data_dir) / "tiny.raw"
     raw.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True)
-    size = FsStore(images_dir(pair.config), disks_dir(pair.config)).import_raw(image, raw)
+    size = FsStore(pair.config.paths.images, pair.config.paths.disks).import_raw(image, raw)
     raw.unlink()
     envelope = {"at": datetime.now(UTC), "actor": "bench"}
     await pair.log.append(ev.ImageRequested(
@@ -144,7 +144,9 @@ async def import_tiny(pair: Pair) -> None:
     seq = await pair.log.append(
         ev.ImageCreated(id=new_id(), **envelope, image=image, size=size, checksum="0")
     )
-    await pair.contexts["gateway"].extra["gateway"].settled(seq)  # type: ignore[attr-defined]
+    gateway = pair.contexts["gateway"].shared.gateway
+    assert gateway is not None
+    await gateway.settled(seq)
 
 
 async def chain_s(pair: Pair, vm: str) -> float:

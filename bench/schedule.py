@@ -18,7 +18,6 @@ import random
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -105,7 +104,7 @@ async def bench(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         timed.start_timing()
         logs.append(timed)
         ctx = ServiceContext(
-            config=config, log=timed, store=store, name="scheduler", data_dir=Path(".")
+            config=config, log=timed, store=store, name="scheduler"
         )
         tasks.append(asyncio.create_task(scheduler.run(ctx)))
     await asyncio.sleep(1.0)  # the followers fold the hosts; the consumer is bound

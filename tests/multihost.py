@@ -325,7 +325,7 @@ class Host:
                 self.process.kill()
                 self.process.wait()
         kill_all(Path(self.config.host.runtime_dir))
-        radvd = RadvdSupervisor(Path(self.config.data_dir).absolute() / "radvd")
+        radvd = RadvdSupervisor(self.config.paths.radvd)
         for vni in radvd.adopt_all():
             radvd.stop(vni)
 
@@ -417,8 +417,7 @@ async def running_cluster(directory: Path, hosts: int = 3) -> AsyncIterator[Clus
                 cluster = Cluster(made, underlay, config, gw, members)
                 for name, service in (("netalloc", run_netalloc), ("scheduler", run_scheduler),
                                       ("dispatcher", run_dispatcher)):
-                    ctx = ServiceContext(config=config, log=gw.log, store=gw.store, name=name,
-                                         data_dir=directory)
+                    ctx = ServiceContext(config=config, log=gw.log, store=gw.store, name=name)
                     cluster.tasks.append(asyncio.create_task(service(ctx), name=name))
                 try:
                     for host in members:

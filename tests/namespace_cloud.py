@@ -28,7 +28,7 @@ from ucloud.handlers.liveness import run_monitor
 from ucloud.handlers.netalloc import run as run_netalloc
 from ucloud.handlers.scheduler import run as run_scheduler
 from ucloud.ids import new_id
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.servers import EmbeddedEtcd, EmbeddedNats
 from ucloud.services import ServiceContext
 
@@ -80,8 +80,7 @@ async def namespace_cloud(
                 cluster = Cluster(made, underlay, config, gw, members)
                 for name, service in (("netalloc", run_netalloc), ("scheduler", run_scheduler),
                                       ("dispatcher", run_dispatcher), ("monitor", run_monitor)):
-                    ctx = ServiceContext(config=config, log=gw.log, store=gw.store, name=name,
-                                         data_dir=directory)
+                    ctx = ServiceContext(config=config, log=gw.log, store=gw.store, name=name)
                     cluster.tasks.append(asyncio.create_task(service(ctx), name=name))
                 try:
                     for host in members:
@@ -141,7 +140,7 @@ async def shared_tiny(cluster: Cluster) -> str:
     await asyncio.to_thread(
         subprocess.run, ["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True
     )
-    store = FsStore(images_dir(cluster.config), disks_dir(cluster.config))
+    store = FsStore(cluster.config.paths.images, cluster.config.paths.disks)
     size = await asyncio.to_thread(store.import_raw, image, raw)
     raw.unlink(missing_ok=True)
     await cluster.gw.append(

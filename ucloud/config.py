@@ -3,10 +3,14 @@
 Built once in ``main`` and passed down; nothing else reads the environment for settings.
 
 Overrides: ``UCLOUD_<SECTION>__<KEY>=value`` sets ``[section] key`` and ``UCLOUD_<KEY>``
-sets a top-level key. Values are read as TOML values (``3``, ``true``, ``["a"]``) and
-otherwise taken as strings. Variables that name no key are left alone unless they use the
-``__`` form, which must name a real key (client variables such as ``UCLOUD_URL`` share the
+sets a top-level key. Each value is read as its field's type: a string field takes the
+text as it is (``UCLOUD_HOST__ID=42`` is the id "42"), any other field a TOML value (``3``,
+``true``, ``["a"]``). Variables that name no key are left alone unless they use the ``__``
+form, which must name a real key (client variables such as ``UCLOUD_URL`` share the
 prefix).
+
+``Config.paths`` resolves the directories that default to a place under ``data_dir``; every
+module reads them there.
 """
 
 from __future__ import annotations
@@ -245,6 +249,21 @@ class ImagesConfig(_Section):
         return kind == "rbd" or (kind == "fs" and self.shared)
 
 
+class Paths(msgspec.Struct, frozen=True, kw_only=True):
+    """The directories of a configuration, absolute, with the defaults under ``data_dir``."""
+
+    data: Path  # data_dir
+    files: Path  # uploads (images.files_dir)
+    images: Path  # the filesystem store's base images (images.dir)
+    disks: Path  # the filesystem store's VM disks (images.disks_dir)
+    runtime: Path  # VM runtime directories under QEMU (host.runtime_dir)
+    builtin_images: Path  # built guest images, as ``ucloud image build`` keeps them
+    radvd: Path  # router advertisement daemons of networks with IPAM "auto"
+
+
+BUILTIN_IMAGES = Path("images") / "builtin"  # under data_dir
+
+
 class Config(_Section):
     data_dir: str = "/var/lib/ucloud"
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
@@ -258,6 +277,23 @@ class Config(_Section):
     images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
     metadata: MetadataConfig = msgspec.field(default_factory=MetadataConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+
+    @property
+    def paths(self) -> Paths:
+        data = Path(self.data_dir).absolute()
+
+        def under(setting: str, default: str) -> Path:
+            return Path(setting).absolute() if setting else data / default
+
+        return Paths(
+            data=data,
+            files=under(self.images.files_dir, "files"),
+            images=under(self.images.dir, "images"),
+            disks=under(self.images.disks_dir, "disks"),
+            runtime=under(self.host.runtime_dir, "vms"),
+            builtin_images=data / BUILTIN_IMAGES,
+            radvd=data / "radvd",
+        )
 
 
 def load(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -293,30 +329,51 @@ def decode(raw: Mapping[str, Any]) -> Config:
 
 
 def apply_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    top = set(Config.__struct_fields__)
-    for name, value in env.items():
+    for name, text in env.items():
         if not name.startswith("UCLOUD_"):
             continue
         rest = name[len("UCLOUD_") :].lower()
         if "__" in rest:
             section, key = rest.split("__", 1)
-            if section not in top:
+            fields = _SECTIONS.get(section)
+            if fields is None:
                 raise ConfigError(name, f"no config section {section!r}")
-            raw.setdefault(section, {})[key] = _value(value)
-        elif rest in top and not isinstance(getattr(_DEFAULTS, rest), _Section):
-            raw[rest] = _value(value)
+            if key not in fields:
+                raise ConfigError(f"{section}.{key}", f"unknown key (from {name})")
+            raw.setdefault(section, {})[key] = _value(text, fields[key])
+        elif rest in _TOP:
+            raw[rest] = _value(text, _TOP[rest])
 
 
+def _fields(struct: msgspec.inspect.StructType) -> dict[str, msgspec.inspect.Type]:
+    return {f.encode_name: f.type for f in struct.fields}
 
 
-_DEFAULTS = Config()
+_CONFIG = msgspec.inspect.type_info(Config)
+assert isinstance(_CONFIG, msgspec.inspect.StructType)
+_SECTIONS = {
+    name: _fields(kind)
+    for name, kind in _fields(_CONFIG).items()
+    if isinstance(kind, msgspec.inspect.StructType)
+}
+_TOP = {
+    name: kind
+    for name, kind in _fields(_CONFIG).items()
+    if not isinstance(kind, msgspec.inspect.StructType)
+}
 
 
-def _value(text: str) -> Any:
+def _value(text: str, kind: msgspec.inspect.Type) -> Any:
+    """The override as its field's type: a string field takes the text itself."""
+    if isinstance(kind, msgspec.inspect.StrType) or (
+        isinstance(kind, msgspec.inspect.LiteralType)
+        and all(isinstance(v, str) for v in kind.values)
+    ):
+        return text
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        return text
+        return text  # not a TOML value: decode refuses it, naming the key
 
 
 def _key_and_reason(message: str) -> tuple[str, str]:

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ucloud.config import Config
 from ucloud.errors import ConflictError, InputError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import Event, FileDeleted, FileUploaded
@@ -26,10 +25,6 @@ from ucloud.ids import derive_id, new_id
 from ucloud.images.validate import check_file_name
 
 _RETRIES = 8
-
-
-def files_dir(config: Config) -> Path:
-    return Path(config.images.files_dir or Path(config.data_dir) / "files")
 
 
 def file_id(owner: str, name: str) -> str:

@@ -10,12 +10,35 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
 from ucloud.metrics import ProcessMetrics
 from ucloud.store import Store
+
+if TYPE_CHECKING:
+    from ucloud.gateway.state import Gateway
+    from ucloud.hostd.daemon import Hostd
+    from ucloud.hostd.plumbing import Plumbing
+    from ucloud.metadata.server import MetadataService
+    from ucloud.projections.metrics import ProjectorMetrics
+
+
+@dataclass
+class Shared:
+    """What a service shows whoever runs it (tests, benchmarks), and what it may be handed.
+
+    The service named in each comment sets its field once it has it; ``None`` (or "") until
+    then. Nothing else passes between services this way.
+    """
+
+    plumbing: Plumbing | None = None  # handed to hostd: used instead of the host's networking
+    hostd: Hostd | None = None  # hostd
+    gateway: Gateway | None = None  # gateway, once open
+    gateway_url: str = ""  # gateway, once it listens
+    projector: ProjectorMetrics | None = None  # projector
+    metadata: MetadataService | None = None  # metadata, once open
 
 
 @dataclass
@@ -24,8 +47,7 @@ class ServiceContext:
     log: EventLog
     store: Store
     name: str
-    data_dir: Path
-    extra: dict[str, object] = field(default_factory=dict)
+    shared: Shared = field(default_factory=Shared)
     # the process's /metrics: a service registers its collectors there while it runs
     metrics: ProcessMetrics = field(default_factory=ProcessMetrics)
 

@@ -26,7 +26,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
@@ -151,7 +150,6 @@ class Supervisor:
             log=self.event_log,
             store=self.store,
             name=name,
-            data_dir=Path(self.config.data_dir),
             metrics=self.metrics,
         )
 

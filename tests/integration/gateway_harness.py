@@ -146,9 +146,8 @@ async def running_gateway(config: Config) -> AsyncIterator[Running]:
     log = await EventLog.connect(config.nats)
     await log.ensure_stream()
     store = await Store.connect(config.etcd.endpoints)
-    data_dir = Path(config.gateway.bootstrap_admin_file).parent
     contexts = {
-        name: ServiceContext(config=config, log=log, store=store, name=name, data_dir=data_dir)
+        name: ServiceContext(config=config, log=log, store=store, name=name)
         for name in ("projector", "gateway")
     }
     projector = asyncio.create_task(run_projector(contexts["projector"]))
@@ -156,15 +155,15 @@ async def running_gateway(config: Config) -> AsyncIterator[Running]:
     running: Running | None = None
     try:
         deadline = time.monotonic() + 20
-        while "gateway_url" not in contexts["gateway"].extra:
+        while not contexts["gateway"].shared.gateway_url:
             if gateway.done():
                 gateway.result()
             assert time.monotonic() < deadline, "gateway did not start"
             await asyncio.sleep(0.02)
-        url = str(contexts["gateway"].extra["gateway_url"])
+        url = str(contexts["gateway"].shared.gateway_url)
         secret = Path(config.gateway.bootstrap_admin_file).read_text().strip()
         admin = User(name="admin", realm="admin", secret=secret)
-        gw = contexts["gateway"].extra["gateway"]
+        gw = contexts["gateway"].shared.gateway
         assert isinstance(gw, Gateway)
         running = Running(url, config, log, store, admin, gw, projector)
         await running.settle(await log.last_sequence())  # the bootstrap's user.created

@@ -34,12 +34,13 @@ from ucloud.config import Config
 from ucloud.handlers.dispatcher import run as run_dispatcher
 from ucloud.handlers.scheduler import run as run_scheduler
 from ucloud.hostd.daemon import Hostd
+from ucloud.hostd.plumbing import Plumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.ids import new_id
 from ucloud.imagebuild import build
-from ucloud.images.store import FsStore, disks_dir, images_dir
-from ucloud.services import ServiceContext
+from ucloud.images.store import FsStore
+from ucloud.services import ServiceContext, Shared
 
 
 def image_cache() -> Path:
@@ -93,7 +94,7 @@ def kill_all(runtime: Path) -> None:
 async def import_image(cloud: Cloud, qcow2: Path, name: str) -> str:
     """The built image as a public image of admin, in the store and made."""
     image = new_id()
-    store = FsStore(images_dir(cloud.config), disks_dir(cloud.config))
+    store = FsStore(cloud.config.paths.images, cloud.config.paths.disks)
     raw = Path(cloud.config.data_dir) / f"{image}.raw.tmp"
     raw.parent.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(
@@ -126,17 +127,17 @@ class Cloud:
 
     @property
     def hostd(self) -> Hostd:
-        found = self.contexts["hostd"].extra.get("hostd")
+        found = self.contexts["hostd"].shared.hostd
         assert isinstance(found, Hostd)
         return found
 
     def client(self) -> httpx.AsyncClient:
         return self.gw.client(self.user)
 
-    def start(self, name: str, service: Any, **extra: object) -> None:
+    def start(self, name: str, service: Any, plumbing: Plumbing | None = None) -> None:
         ctx = ServiceContext(
             config=self.config, log=self.gw.log, store=self.gw.store, name=name,
-            data_dir=Path(self.config.data_dir), extra=dict(extra),
+            shared=Shared(plumbing=plumbing),
         )
         self.contexts[name] = ctx
         self.tasks[name] = asyncio.create_task(service(ctx), name=f"test:{name}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -115,7 +114,7 @@ async def cancelled(task: asyncio.Task[None]) -> None:
 
 
 async def running(config: Config, log: EventLog, store: Store) -> asyncio.Task[None]:
-    ctx = ServiceContext(config=config, log=log, store=store, name="dispatcher", data_dir=Path("."))
+    ctx = ServiceContext(config=config, log=log, store=store, name="dispatcher")
     return asyncio.create_task(dispatcher.run(ctx))
 
 

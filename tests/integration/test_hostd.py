@@ -34,7 +34,6 @@ from ucloud.hostd.plumbing import NicPlan, NoPlumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.imagebuild.tiny import UP_LINE
-from ucloud.images.store import disks_dir
 from ucloud.metrics import listening
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
@@ -63,7 +62,7 @@ async def test_the_tiny_guest_through_its_whole_life(cloud: Cloud, tiny: str) ->
     assert cloud.hostd.timings[vm].qemu_s > 0  # launch to QMP's "running"
     pid = qemu_pid(cloud, vm)
     assert pid is not None
-    disk = disks_dir(cloud.config) / vm
+    disk = cloud.config.paths.disks / vm
     assert [p.name for p in disk.iterdir()] == [f"root-{tiny}.qcow2"]
     up = await cloud.wait_console(vm, UP_LINE, timeout=120)
 

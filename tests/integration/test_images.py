@@ -95,7 +95,6 @@ async def cloud(config: Config, tmp_path: Path) -> AsyncIterator[Cloud]:
     async with running_gateway(mine) as running:
         context = ServiceContext(
             config=mine, log=running.log, store=running.store, name="imagescan",
-            data_dir=tmp_path / "data",
         )
         task = asyncio.create_task(run_imagescan(context))
         try:

@@ -39,7 +39,6 @@ async def rbd_cloud(
     async with running_gateway(mine) as running:
         context = ServiceContext(
             config=mine, log=running.log, store=running.store, name="imagescan",
-            data_dir=tmp_path / "data",
         )
         task = asyncio.create_task(run_imagescan(context))
         try:

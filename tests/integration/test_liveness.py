@@ -94,8 +94,7 @@ async def monitors(config: Config, store: Store) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(
             liveness.run_monitor(
-                ServiceContext(config=config, log=log, store=store, name="monitor",
-                               data_dir=Path("."))
+                ServiceContext(config=config, log=log, store=store, name="monitor")
             )
         )
         for log in logs
@@ -204,7 +203,7 @@ async def test_hostd_registers_once_per_set_of_facts_and_keeps_its_key(
     async def hostd(host: HostConfig) -> None:
         ctx = ServiceContext(
             config=msgspec.structs.replace(config, host=host), log=event_log, store=store,
-            name="hostd", data_dir=tmp_path,
+            name="hostd",
         )
         task = asyncio.create_task(service.run(ctx))
         key = f"{alive_prefix(config.etcd.prefix)}{host.id}"

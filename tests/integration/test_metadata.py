@@ -33,7 +33,7 @@ from ucloud.hostd.plumbing import NicPlan
 from ucloud.ids import new_id
 from ucloud.init import ucloud_init
 from ucloud.metadata import METADATA_ADDRESS
-from ucloud.metadata.service import MetadataService
+from ucloud.metadata.server import MetadataService
 from ucloud.metadata.service import run as run_metadata
 from ucloud.metadata.userdata import userdata_key
 from ucloud.net_addr import eui64, link_local
@@ -275,14 +275,13 @@ async def cloud(config: Config, tmp_path: Path) -> AsyncIterator[Cloud]:
         # the global address sits on the bridge: guests reach it on-link
         await sh("ip", "addr", "add", f"{global_address}/64", "dev", fabric.bridge, "nodad")
         async with running_gateway(cfg) as gw:
-            ctx = ServiceContext(config=cfg, log=gw.log, store=gw.store, name="metadata",
-                                 data_dir=tmp_path)
+            ctx = ServiceContext(config=cfg, log=gw.log, store=gw.store, name="metadata")
             task = asyncio.create_task(run_metadata(ctx))
             try:
-                while "metadata" not in ctx.extra:
+                while not ctx.shared.metadata:
                     assert not task.done(), task.exception()
                     await asyncio.sleep(0.02)
-                service = ctx.extra["metadata"]
+                service = ctx.shared.metadata
                 assert isinstance(service, MetadataService)
                 yield Cloud(gw, service, fabric)
             finally:

@@ -55,9 +55,9 @@ from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
 from ucloud.ids import new_id
 from ucloud.images.rbd_store import RbdStore
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.net_addr import eui64
-from ucloud.services import ServiceContext
+from ucloud.services import ServiceContext, Shared
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(300)]
 UP_LINE = "ucloud-tiny: up"
@@ -77,7 +77,7 @@ class Pair:
     def start(self, name: str, service: Any, config: Config | None = None) -> None:
         ctx = ServiceContext(
             config=config or self.config, log=self.gw.log, store=self.gw.store, name=name,
-            data_dir=Path(self.config.data_dir), extra={"plumbing": NoPlumbing()},
+            shared=Shared(plumbing=NoPlumbing()),
         )
         self.contexts[name] = ctx
         self.tasks[name] = asyncio.create_task(service(ctx), name=f"test:{name}")
@@ -86,7 +86,7 @@ class Pair:
         await cancelled(self.tasks.pop(name))
 
     def hostd(self, host: str) -> Hostd:
-        found = self.contexts[host].extra.get("hostd")
+        found = self.contexts[host].shared.hostd
         assert isinstance(found, Hostd)
         return found
 
@@ -193,7 +193,7 @@ async def tiny_image(pair: Pair, ceph: CephCluster | None = None) -> str:
     )
     try:
         if ceph is None:
-            store: FsStore | RbdStore = FsStore(images_dir(pair.config), disks_dir(pair.config))
+            store: FsStore | RbdStore = FsStore(pair.config.paths.images, pair.config.paths.disks)
         else:
             store = RbdStore(ceph.pool, str(ceph.conf))
         size = await asyncio.to_thread(store.import_raw, image, raw)
@@ -282,7 +282,7 @@ async def test_a_running_vm_moves_to_the_other_host_on_a_shared_filesystem(
         vm = await create(pair, "mover")
         await moves_and_keeps_running(pair, vm)
         await delete(pair, vm)
-        assert not (disks_dir(pair.config) / vm).exists()
+        assert not (pair.config.paths.disks / vm).exists()
 
 
 @pytest.mark.ceph
@@ -372,7 +372,7 @@ async def test_a_vm_deleted_while_it_migrates_is_deleted_where_it_is(
         for host in pair.hosts:
             await pair.until(f"{host} holds nothing of it",
                              lambda h=host: _none_on(pair, h, vm))
-        assert not (disks_dir(pair.config) / vm).exists()
+        assert not (pair.config.paths.disks / vm).exists()
 
 
 async def _none_on(pair: Pair, host: str, vm: str) -> bool:

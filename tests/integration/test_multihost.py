@@ -36,7 +36,7 @@ from ucloud import events as ev
 from ucloud.hostd.network import bridge_name, router_address, vxlan_name
 from ucloud.hostd.plumbing import NicPlan
 from ucloud.ids import new_id
-from ucloud.images.store import FsStore, disks_dir, images_dir
+from ucloud.images.store import FsStore
 from ucloud.net_addr import eui64, link_local
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(600)]
@@ -89,7 +89,7 @@ async def tiny(cluster: Cluster) -> str:
     await asyncio.to_thread(
         subprocess.run, ["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True
     )
-    store = FsStore(images_dir(cluster.config), disks_dir(cluster.config))
+    store = FsStore(cluster.config.paths.images, cluster.config.paths.disks)
     size = await asyncio.to_thread(store.import_raw, image, raw)
     raw.unlink(missing_ok=True)
     await cluster.gw.append(

@@ -143,7 +143,7 @@ async def gw(config: Config, tmp_path: Path) -> AsyncIterator[Running]:
     settings = gateway_config(with_network(config), tmp_path)
     async with running_gateway(settings) as running:
         ctx = ServiceContext(config=settings, log=running.log, store=running.store,
-                             name="netalloc", data_dir=tmp_path)
+                             name="netalloc")
         task = asyncio.create_task(netalloc.run(ctx))
         try:
             yield running

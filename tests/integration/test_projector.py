@@ -22,7 +22,8 @@ from ucloud.events import Event, Nic, Resources
 from ucloud.ids import new_id
 from ucloud.net_addr import eui64
 from ucloud.projections import projector as projector_mod
-from ucloud.projections.projector import Projector, ProjectorMetrics, wait_for_checkpoint
+from ucloud.projections.metrics import ProjectorMetrics
+from ucloud.projections.projector import Projector, wait_for_checkpoint
 from ucloud.projections.rebuild import verify
 from ucloud.projections.views import HostView, PoisonView, UserView, VmView
 from ucloud.services import ServiceContext
@@ -81,8 +82,7 @@ async def test_the_service_projects_views_and_follows(
 ) -> None:
     host, net, vm, mac = new_id(), new_id(), new_id(), "02:00:00:00:07:01"
     await in_order(event_log, [*world(host, net), *vm_history(vm, host, net, mac)])
-    ctx = ServiceContext(config=config, log=event_log, store=store, name="projector",
-                         data_dir=Path(config.data_dir))
+    ctx = ServiceContext(config=config, log=event_log, store=store, name="projector")
     task = asyncio.create_task(projector_mod.run(ctx))
     try:
         last = await event_log.last_sequence()
@@ -96,7 +96,7 @@ async def test_the_service_projects_views_and_follows(
         assert hv.used == SMALL and hv.vms == (vm,)
         user: UserView = await view(store, config, "user/alice", UserView)
         assert [k.id for k in user.keys] == ["k1"]
-        metrics = ctx.extra["projector"]
+        metrics = ctx.shared.projector
         assert isinstance(metrics, ProjectorMetrics) and metrics.checkpoint == last
         assert metrics.lag(last + 5) == 5
 

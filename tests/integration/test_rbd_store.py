@@ -19,8 +19,9 @@ from tests.ceph_cluster import CephCluster
 from ucloud.config import Config, decode
 from ucloud.errors import ConfigError, InputError, NotFound, Refused
 from ucloud.ids import new_id
+from ucloud.images.base import DiskRef
+from ucloud.images.open import open_store
 from ucloud.images.rbd_store import RbdStore
-from ucloud.images.store import DiskRef, open_store
 
 MIB = 1 << 20
 

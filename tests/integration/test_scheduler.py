@@ -7,7 +7,6 @@ import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -61,7 +60,7 @@ async def wait_events(
 
 
 def context(config: Config, log: EventLog, store: Store, name: str = "scheduler") -> ServiceContext:
-    return ServiceContext(config=config, log=log, store=store, name=name, data_dir=Path("."))
+    return ServiceContext(config=config, log=log, store=store, name=name)
 
 
 async def running(config: Config, log: EventLog, store: Store) -> asyncio.Task[None]:

@@ -10,7 +10,7 @@ import pytest
 
 from ucloud.config import Config
 from ucloud.events.types import Resources
-from ucloud.metadata.service import MetadataService, Throttle
+from ucloud.metadata.server import MetadataService, Throttle
 from ucloud.metadata.userdata import UserData
 from ucloud.net_addr import link_local
 from ucloud.projections.mirror import Mirror

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ucloud.errors import InputError
-from ucloud.images.store import DiskRef, FsStore
+from ucloud.images.base import DiskRef
+from ucloud.images.store import FsStore
 from ucloud.images.validate import (
     GIB,
     check_file_name,

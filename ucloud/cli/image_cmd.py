@@ -20,8 +20,6 @@ from ucloud.cli import image_client
 from ucloud.client import locate as common
 from ucloud.imagebuild import NAMES, build
 
-BUILTIN_DIR = Path("images") / "builtin"
-
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("image", help="guest images")
@@ -47,12 +45,12 @@ def cache_dir(args: argparse.Namespace) -> Path:
     if args.cache_dir is not None:
         return Path(args.cache_dir)
     if args.data_dir is not None:
-        return Path(args.data_dir) / BUILTIN_DIR
+        return Path(args.data_dir) / config_mod.BUILTIN_IMAGES
     config_path = Path(args.config) if getattr(args, "config", None) else None
     no_file = not os.environ.get("UCLOUD_CONFIG") and not config_mod.DEFAULT_PATH.exists()
     if config_path is None and no_file:
-        return common.default_data_dir() / BUILTIN_DIR
-    return Path(config_mod.load(config_path).data_dir) / BUILTIN_DIR
+        return common.default_data_dir() / config_mod.BUILTIN_IMAGES
+    return config_mod.load(config_path).paths.builtin_images
 
 
 def _build(args: argparse.Namespace) -> int:

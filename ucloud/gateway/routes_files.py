@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 from ucloud.errors import InputError, NotFound, Refused
-from ucloud.files import Version, file_path, files_dir, record_deletion, record_upload
+from ucloud.files import Version, file_path, record_deletion, record_upload
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, TooLarge, raw_list
 from ucloud.gateway.state import Gateway
@@ -33,7 +33,7 @@ FLUSH_BYTES = 1 << 20
 
 def endpoints(gw: Gateway) -> list[Endpoint]:
     mirror = gw.mirror
-    root = files_dir(gw.config)
+    root = gw.config.paths.files
     limit = gw.config.images.max_upload_bytes
     locks: dict[tuple[str, str], asyncio.Lock] = {}
 

@@ -2,8 +2,8 @@
 
 The gateway binds its socket itself (``127.0.0.1:0`` picks a free port), so a busy port is
 an ordinary error for the supervisor rather than uvicorn's ``sys.exit``, and it leaves
-signals to the supervisor. Once it listens, ``ctx.extra["gateway_url"]`` holds its URL
-(``ctx.extra["gateway"]`` is the ``Gateway`` itself, for tests and the metrics page).
+signals to the supervisor. Once it listens, ``ctx.shared.gateway_url`` holds its URL
+(``ctx.shared.gateway`` is the ``Gateway`` itself, for tests and the metrics page).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def serve(gw: Gateway, sock: socket.socket, ctx: ServiceContext | None = N
             url = url_of(sock)
             log.info("gateway listening on %s", url)
             if ctx is not None:
-                ctx.extra["gateway_url"] = url
+                ctx.shared.gateway_url = url
         await asyncio.shield(task)
     except asyncio.CancelledError:
         server.should_exit = True
@@ -98,7 +98,7 @@ async def run(ctx: ServiceContext) -> None:
     sock = bind(config.gateway.listen)
     try:
         gw = await Gateway.open(config, ctx.log, ctx.store, ctx.metrics)
-        ctx.extra["gateway"] = gw
+        ctx.shared.gateway = gw
         try:
             await bootstrap_admin(gw, config.gateway.bootstrap_admin_file)
             await serve(gw, sock, ctx)

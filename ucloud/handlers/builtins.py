@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ucloud.errors import ConflictError, ImageBuildError, InputError
 from ucloud.events import Event, ImageDeleted, ImageRequested
-from ucloud.files import Version, envelope, file_id, file_path, files_dir, record_upload
+from ucloud.files import Version, envelope, file_id, file_path, record_upload
 from ucloud.ids import derive_id, new_id
-from ucloud.imagebuild.child import CACHE, build_in_child
+from ucloud.imagebuild.child import build_in_child
 from ucloud.images.validate import sha256_of
 from ucloud.projections.views import name_key
 from ucloud.services import ServiceContext
@@ -82,8 +82,8 @@ async def register_builtin(ctx: ServiceContext, name: str, build: Build = build_
         log.warning("built-in image %s: admin has another image of that name; left alone", name)
         return False
     log.info("built-in image %s: building (cached builds are quick)", name)
-    built = await build(RECIPES[name], Path(ctx.config.data_dir) / CACHE)
-    target = file_path(files_dir(ctx.config), ADMIN, f"{name}.qcow2")
+    built = await build(RECIPES[name], ctx.config.paths.builtin_images)
+    target = file_path(ctx.config.paths.files, ADMIN, f"{name}.qcow2")
     version = await asyncio.to_thread(place, built, target)
     await record_upload(ctx.log, ADMIN, target.name, version, ACTOR)
     request = ImageRequested(

@@ -36,7 +36,7 @@ from ucloud.errors import InputError
 from ucloud.eventlog import EventLog
 from ucloud.events import FileDeleted, FileUploaded, subject
 from ucloud.events.base import valid_token
-from ucloud.files import Version, file_id, files_dir, last_upload, record_deletion, record_upload
+from ucloud.files import Version, file_id, last_upload, record_deletion, record_upload
 from ucloud.images.validate import CHUNK, check_file_name
 from ucloud.services import ServiceContext
 
@@ -206,7 +206,7 @@ class FileScanner:
 async def run(ctx: ServiceContext) -> None:
     """The ``filescan`` service: looks at the files directory until cancelled."""
     settings = ctx.config.images
-    root = files_dir(ctx.config)
+    root = ctx.config.paths.files
     root.mkdir(parents=True, exist_ok=True)
     scanner = FileScanner(ctx.log, root, settings.settle_s)
     await scanner.load()

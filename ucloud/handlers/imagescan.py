@@ -45,8 +45,9 @@ from ucloud.events import (
     ImageRequested,
     subject,
 )
-from ucloud.files import file_id, file_path, files_dir, last_upload
-from ucloud.images.store import ImageStore, images_dir, open_store
+from ucloud.files import file_id, file_path, last_upload
+from ucloud.images.base import ImageStore
+from ucloud.images.open import open_store
 from ucloud.images.validate import GIB, convert_to_raw, copy_into, inspect, sha256_of
 from ucloud.services import ServiceContext
 
@@ -61,14 +62,14 @@ _DONE = (ImageCreated, ImageFailed, ImageDeleted, ImageDeleteRequested)
 
 
 def work_dir(config: Config) -> Path:
-    return images_dir(config) / WORK
+    return config.paths.images / WORK
 
 
 def produce(
     config: Config, request: ImageRequested, name: str, store: ImageStore
 ) -> tuple[int, str]:
     """Validate the owner's file ``name`` and import it as raw; (size, sha256 of the raw)."""
-    source = file_path(files_dir(config), request.owner, name, "file")
+    source = file_path(config.paths.files, request.owner, name, "file")
     work = work_dir(config)
     work.mkdir(mode=0o700, parents=True, exist_ok=True)
     copy, raw = work / f"{request.image}.src", work / f"{request.image}.raw"

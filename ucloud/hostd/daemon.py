@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -67,15 +66,12 @@ from ucloud.hostd.plumbing import NicPlan, Plumbing
 from ucloud.hostd.qemu import Launch, Qemu, RuntimeDir, StartSpec, TapNic, qemu_argv
 from ucloud.hostd.qmp import QmpSession
 from ucloud.ids import derive_id, new_id
-from ucloud.images.store import DiskRef, open_store
+from ucloud.images.base import DiskRef
+from ucloud.images.open import open_store
 
 log = logging.getLogger(__name__)
 
 GONE_WAIT_S = 5.0  # after QMP closed, how long QEMU may take to be gone
-
-
-def runtime_root(config: Config) -> Path:
-    return Path(config.host.runtime_dir or Path(config.data_dir) / "vms")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +102,7 @@ class Hostd:
         self.qemu = qemu
         self.accel = accel
         self.clock = clock
-        self.root = runtime_root(config).absolute()
+        self.root = config.paths.runtime
         self.machines: dict[str, Machine] = {}
         self.timings: dict[str, StartTiming] = {}
         self.migrations: dict[str, migrate.MigrationFigures] = {}  # the last one out, per VM

@@ -61,7 +61,9 @@ from ucloud.hostd import lookup, rules
 from ucloud.hostd.machine import Machine, Want
 from ucloud.hostd.qemu import StartSpec
 from ucloud.hostd.qmp import QmpSession
-from ucloud.images.store import ROOT_PREFIX, DiskRef, disks_dir, open_store
+from ucloud.images.base import DiskRef
+from ucloud.images.open import open_store
+from ucloud.images.store import ROOT_PREFIX
 
 if TYPE_CHECKING:
     from ucloud.hostd.daemon import Hostd
@@ -193,7 +195,7 @@ def shared_disks(hostd: Hostd, spec: StartSpec) -> list[DiskRef]:
     """The VM's disks as the sender uses them; they must exist (nothing is made here)."""
     store = open_store(hostd.config, spec.store)
     if spec.store == "fs":
-        root = disks_dir(hostd.config).absolute() / spec.vm / f"{ROOT_PREFIX}{spec.image}.qcow2"
+        root = hostd.config.paths.disks / spec.vm / f"{ROOT_PREFIX}{spec.image}.qcow2"
         if not root.is_file():
             raise VmError(spec.vm, "migrate in", f"its disk {root} is not here: is "
                           "images.disks_dir the same shared filesystem on every host?")

@@ -165,7 +165,7 @@ class LinuxPlumbing:
     ) -> None:
         self.settings = config.network
         self.host = config.host
-        self.radvd = radvd or RadvdSupervisor(Path(config.data_dir).absolute() / "radvd")
+        self.radvd = radvd or RadvdSupervisor(config.paths.radvd)
         self.sysctl_root = sysctl_root
         self._lock = threading.Lock()
 

@@ -5,10 +5,10 @@ or changed), serves the VMs' serial consoles to the gateway (``console.py``), re
 to the VMs already running here and makes the host match the log (``Hostd.reconcile``),
 then consumes ``host.<id>.>`` (durable ``hostd-<id>``) to start, stop and delete VMs.
 A router host (``host.router``) also routes the VM networks (``LinuxPlumbing.run_router``).
-Stopping the service lets go of the VMs without stopping them; ``ctx.extra["hostd"]``
-is the ``Hostd``, for tests and benchmarks (its VMs' counters are in the process's
-``/metrics``: ``hostd/metrics.py``), and ``ctx.extra["plumbing"]`` may hold a
-``NoPlumbing`` to run without VM networking whatever the host offers.
+Stopping the service lets go of the VMs without stopping them; ``ctx.shared.hostd`` is
+the ``Hostd``, for tests and benchmarks (its VMs' counters are in the process's
+``/metrics``: ``hostd/metrics.py``), and ``ctx.shared.plumbing`` may hold a ``Plumbing``
+to use instead of the host's (``NoPlumbing``: no VM networking).
 """
 
 from __future__ import annotations
@@ -16,20 +16,19 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from pathlib import Path
 
 from ucloud.config import Config
 from ucloud.consumer import run_consumer
 from ucloud.events import subject
 from ucloud.hostd.accel import Accelerator, probe_kvm
 from ucloud.hostd.console import endpoint_key, serve_consoles
-from ucloud.hostd.daemon import Hostd, runtime_root
+from ucloud.hostd.daemon import Hostd
 from ucloud.hostd.lease import HostLease
 from ucloud.hostd.metrics import vm_gatherer
 from ucloud.hostd.plumbing import NoPlumbing, Plumbing
 from ucloud.hostd.qemu import QemuProcess
 from ucloud.hostd.registry import register
-from ucloud.imagebuild.child import CACHE, build_in_child
+from ucloud.imagebuild.child import build_in_child
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,10 @@ def accelerator(config: Config) -> Accelerator:
     host = config.host
 
     async def probe() -> tuple[bool, str]:
-        image = await build_in_child("tiny", Path(config.data_dir) / CACHE)
-        return await probe_kvm(host.qemu, host.cpu_model, image, runtime_root(config) / ".probe")
+        image = await build_in_child("tiny", config.paths.builtin_images)
+        return await probe_kvm(host.qemu, host.cpu_model, image, config.paths.runtime / ".probe")
 
-    return Accelerator(host, Path(config.data_dir), probe)
+    return Accelerator(host, config.paths.data, probe)
 
 
 async def run(ctx: ServiceContext) -> None:
@@ -68,13 +67,14 @@ async def run(ctx: ServiceContext) -> None:
     lease = HostLease(ctx.store, config.etcd.prefix, host.id, host.lease_ttl_s)
     # Alive before registered, so that no monitor sees a registered host without its key.
     await lease.acquire()
-    await register(ctx.log, host, ctx.data_dir)
-    given = ctx.extra.get("plumbing")  # whoever runs the service may bring its own
-    plumbing = given if isinstance(given, NoPlumbing) else plumbing_for(config)
+    await register(ctx.log, host, config.paths.data)
+    plumbing = ctx.shared.plumbing  # whoever runs the service may bring its own
+    if plumbing is None:
+        plumbing = plumbing_for(config)
     hostd = Hostd(
         config, ctx.log, plumbing=plumbing, qemu=QemuProcess(), accel=accelerator(config),
     )
-    ctx.extra["hostd"] = hostd
+    ctx.shared.hostd = hostd
     try:
         with ctx.metrics.gathering(vm_gatherer(hostd.machines, host.id)):
             async with asyncio.TaskGroup() as group:

@@ -19,7 +19,6 @@ from ucloud.errors import ImageBuildError
 
 log = logging.getLogger(__name__)
 
-CACHE = Path("images") / "builtin"  # under data_dir, as ``ucloud image build`` keeps it
 _STOP_S = 30.0
 
 

@@ -32,14 +32,21 @@ from typing import Any
 from ucloud.config import Config
 from ucloud.errors import ConfigError, InputError, NotFound, Refused, UcloudError
 from ucloud.events.base import valid_token
-from ucloud.ids import new_id
-from ucloud.images.store import DiskRef
+from ucloud.images.base import (
+    MIB,
+    DiskRef,
+    check_clone_size,
+    check_disk_size,
+    check_id,
+    escape,
+    refuse_if_cloned,
+    temporary_name,
+    virtio_disk,
+)
 
-MIB = 1 << 20
 SNAPSHOT = "base"
 CHUNK = 4 * MIB  # one RBD object at the default order 22
 CONNECT_TIMEOUT_S = 30
-_NODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,30}$")
 _DISK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _ZEROS = bytes(CHUNK)
 
@@ -69,7 +76,7 @@ class RbdStore:
         return cls(images.rbd_pool, images.ceph_conf, images.ceph_client)
 
     def image_name(self, image_id: str) -> str:
-        _token(image_id, "image")
+        check_id(image_id, "image")
         return f"img-{image_id}"
 
     def import_raw(self, image_id: str, source: Path) -> int:
@@ -81,7 +88,7 @@ class RbdStore:
             fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
             with open(fd, "rb") as data:
                 size = os.fstat(fd).st_size
-                tmp = f".{final}.{new_id()[-12:]}.tmp"
+                tmp = temporary_name(final)
                 rbd.RBD().create(io, tmp, size, old_format=False, features=_features(rbd))
                 try:
                     with rbd.Image(io, tmp) as im:
@@ -123,11 +130,7 @@ class RbdStore:
     def delete_image(self, image_id: str) -> None:
         _, rbd = _librbd()
         name = self.image_name(image_id)
-        users = self.clones(image_id)
-        if users:
-            raise Refused(
-                "image", f"{len(users)} VM disk(s) are clones of it: {', '.join(users[:5])}"
-            )
+        refuse_if_cloned(self.clones(image_id))
         with self._ioctx(f"remove {name}") as io:
             try:
                 _remove(rbd, io, name)
@@ -142,11 +145,10 @@ class RbdStore:
         with self._ioctx(f"clone {parent} to {target}") as io:
             try:
                 with rbd.Image(io, parent, snapshot=SNAPSHOT, read_only=True) as im:
-                    need = -(-int(im.size()) // MIB)
+                    image_bytes = int(im.size())
             except rbd.ImageNotFound as exc:
                 raise NotFound("image", f"image {image_id} is not in the store") from exc
-            if size_mib < need:
-                raise InputError("ssd", f"{size_mib} MiB is smaller than the image ({need} MiB)")
+            check_clone_size(size_mib, image_bytes)
             try:
                 rbd.RBD().clone(io, parent, SNAPSHOT, io, target, features=_features(rbd))
             except rbd.ImageExists:
@@ -158,8 +160,7 @@ class RbdStore:
         _, rbd = _librbd()
         if not _DISK_NAME.match(name) or name == "root":
             raise InputError("name", f"{name!r} is not a disk name (a-z, 0-9, '_'; not 'root')")
-        if size_mib < 1:
-            raise InputError("size", "a disk needs at least 1 MiB")
+        check_disk_size(size_mib)
         target = self._disk_name(vm_id, name)
         with self._ioctx(f"create {target}") as io:
             with contextlib.suppress(rbd.ImageExists):
@@ -179,17 +180,15 @@ class RbdStore:
                         _remove(rbd, io, name)
 
     def qemu_blockdev(self, disk: DiskRef, node: str) -> list[str]:
-        if not _NODE.match(node):
-            raise InputError("node", f"{node!r} is not a QEMU node name")
         image = self._own_image(disk)
         spec = (
             f"driver=raw,node-name={node},discard=unmap,file.driver=rbd,"
-            f"file.pool={_escape(self.pool)},file.image={_escape(image)},"
-            f"file.user={_escape(self.client)}"
+            f"file.pool={escape(self.pool)},file.image={escape(image)},"
+            f"file.user={escape(self.client)}"
         )
         if self.conf:
-            spec += f",file.conf={_escape(self.conf)}"
-        return ["-blockdev", spec, "-device", f"virtio-blk-pci,drive={node},id={node}"]
+            spec += f",file.conf={escape(self.conf)}"
+        return virtio_disk(spec, node)
 
     def qemu_filename(self, disk: DiskRef) -> str:
         """The disk as a legacy ``rbd:`` filename, for qemu-img."""
@@ -205,7 +204,7 @@ class RbdStore:
         return image
 
     def _disk_name(self, vm_id: str, name: str) -> str:
-        _token(vm_id, "vm")
+        check_id(vm_id, "vm")
         return f"vm-{vm_id}-{name}"
 
     def _check_parent(self, io: Any, target: str, parent: str) -> None:
@@ -283,13 +282,3 @@ def _remove(rbd: Any, io: Any, name: str) -> None:
                 im.unprotect_snap(snap["name"])
             im.remove_snap(snap["name"])
     rbd.RBD().remove(io, name)
-
-
-def _token(value: str, field: str) -> None:
-    if not valid_token(value):
-        raise InputError(field, f"{value!r} is not a valid id")
-
-
-def _escape(value: str) -> str:
-    """A value inside a QEMU option list: commas doubled."""
-    return value.replace(",", ",,")

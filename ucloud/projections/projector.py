@@ -39,6 +39,7 @@ from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError
 from ucloud.eventlog import EventLog
 from ucloud.events import decode
 from ucloud.projections.apply import changes
+from ucloud.projections.metrics import ProjectorMetrics
 from ucloud.projections.views import (
     POISON,
     PoisonView,
@@ -71,46 +72,6 @@ class Message(Protocol):
     def subject(self) -> str: ...
     @property
     def data(self) -> bytes: ...
-
-
-@dataclass
-class ProjectorMetrics:
-    """What the projector has done, for /metrics: read it, never write it."""
-
-    checkpoint: int = 0  # the last stream sequence applied and committed
-    applied: int = 0  # events folded (poison excluded)
-    poison: int = 0  # records recorded under _poison/
-    transactions: int = 0
-    reloads: int = 0  # times the checkpoint moved under this projector
-
-    def lag(self, last_seq: int) -> int:
-        """Events in the log (``last_seq`` = the stream's last sequence) not yet applied."""
-        return max(0, last_seq - self.checkpoint)
-
-    def gatherer(self, event_log: EventLog, projection: str = PROJECTION) -> Gatherer:
-        """These numbers as metric families, with the lag against the stream, at scrape time."""
-
-        async def gather() -> list[Metric]:
-            lag = self.lag(await event_log.last_sequence())
-            gauges = {
-                "checkpoint": ("Last stream sequence applied and committed.", self.checkpoint),
-                "lag_events": ("Stream events not yet applied.", lag),
-            }
-            counts = {
-                "applied": ("Events folded into the projection.", self.applied),
-                "poison": ("Records that did not decode, recorded under _poison/.", self.poison),
-                "transactions": ("etcd transactions committed.", self.transactions),
-                "reloads": ("Times the checkpoint moved under this projector.", self.reloads),
-            }
-            families: list[Metric] = []
-            for kind, numbers in ((GaugeMetricFamily, gauges), (CounterMetricFamily, counts)):
-                for name, (help_text, value) in numbers.items():
-                    family = kind(f"ucloud_projector_{name}", help_text, labels=["projection"])
-                    family.add_metric([projection], value)
-                    families.append(family)
-            return families
-
-        return gather
 
 
 @dataclass
@@ -360,11 +321,11 @@ class Projector:
 
 
 async def run(ctx: ServiceContext) -> None:
-    """The ``projector`` service; its metrics are ``ctx.extra["projector"]``."""
+    """The ``projector`` service; its metrics are ``ctx.shared.projector``."""
     etcd = ctx.config.etcd
     projector = Projector(ctx.store, ctx.log, etcd.prefix, max_txn_ops=etcd.max_txn_ops)
-    ctx.extra["projector"] = projector.metrics
-    with ctx.metrics.gathering(projector.metrics.gatherer(ctx.log)):
+    ctx.shared.projector = projector.metrics
+    with ctx.metrics.gathering(gatherer(projector.metrics, ctx.log)):
         await projector.run()
 
 
@@ -384,3 +345,31 @@ async def wait_for_checkpoint(
         await wait_for(store, key, passed, timeout)
     except TimeoutError as exc:
         raise TimeoutError(f"{key} did not reach {seq} within {timeout}s") from exc
+
+
+def gatherer(
+    metrics: ProjectorMetrics, event_log: EventLog, projection: str = PROJECTION
+) -> Gatherer:
+    """These numbers as metric families, with the lag against the stream, at scrape time."""
+
+    async def gather() -> list[Metric]:
+        lag = metrics.lag(await event_log.last_sequence())
+        gauges = {
+            "checkpoint": ("Last stream sequence applied and committed.", metrics.checkpoint),
+            "lag_events": ("Stream events not yet applied.", lag),
+        }
+        counts = {
+            "applied": ("Events folded into the projection.", metrics.applied),
+            "poison": ("Records that did not decode, recorded under _poison/.", metrics.poison),
+            "transactions": ("etcd transactions committed.", metrics.transactions),
+            "reloads": ("Times the checkpoint moved under this projector.", metrics.reloads),
+        }
+        families: list[Metric] = []
+        for kind, numbers in ((GaugeMetricFamily, gauges), (CounterMetricFamily, counts)):
+            for name, (help_text, value) in numbers.items():
+                family = kind(f"ucloud_projector_{name}", help_text, labels=["projection"])
+                family.add_metric([projection], value)
+                families.append(family)
+        return families
+
+    return gather

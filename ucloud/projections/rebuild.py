@@ -21,7 +21,8 @@ from typing import Literal
 
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
-from ucloud.projections.projector import PROJECTION, Projector, ProjectorMetrics
+from ucloud.projections.metrics import ProjectorMetrics
+from ucloud.projections.projector import PROJECTION, Projector
 from ucloud.projections.views import POISON, PROJECTED, checkpoint_key, is_projected
 from ucloud.store import Delete, DeletePrefix, Guard, Op, Store
 
