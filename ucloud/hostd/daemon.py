@@ -143,11 +143,7 @@ class Hostd:
         cause = Cause.of(event, self.actor, began)
         machine = self.machine(event.vm)
         if isinstance(event, HostVmStart):
-            spec = StartSpec(
-                vm=event.vm, owner=event.owner, name=event.name, spec=event.spec,
-                image=event.image, nics=event.nics, restart=event.restart,
-            )
-            await self.start(machine, spec, cause, began)
+            await self.start(machine, lookup.spec_of_command(event), cause, began)
         elif isinstance(event, HostVmStop):
             await self.stop(machine, cause)
         else:
@@ -235,7 +231,7 @@ class Hostd:
             await machine.resume()
             self.watch(machine)
             return
-        spec = await lookup.with_store(self.log, spec)
+        spec = await lookup.resolved(self.log, spec)
         machine.runtime.check()
         machine.runtime.write_spec(spec)
         machine.spec = spec

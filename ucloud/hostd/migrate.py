@@ -199,7 +199,7 @@ async def _spec(hostd: HostVms, facts: rules.VmFacts) -> StartSpec:
     spec = lookup.spec_of(facts)
     if spec is None:
         raise InputError("vm", "the VM's request is not in the log")
-    spec = await lookup.with_store(hostd.log, spec)
+    spec = await lookup.resolved(hostd.log, spec)
     if not hostd.config.images.shared_store(spec.store):
         raise Refused("disk", f"the VM's disk is on local storage ({spec.store}, [images] "
                               "shared is false here): it cannot migrate")  # fmt: skip
