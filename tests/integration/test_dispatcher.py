@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pytest
@@ -221,3 +222,35 @@ async def test_a_redelivered_intent_appends_its_command_once(
         await cancelled(consumer)
     events = [s.event for s in (await event_log.load("host", host))[0]]
     assert commands(events, vm) == ["vm_start"]
+
+
+@pytest.mark.servers
+@pytest.mark.timeout(60)
+async def test_a_start_carries_what_the_spec_names_as_the_log_has_it(
+    event_log: EventLog, service: None
+) -> None:
+    image, net, vm, host = new_id(), new_id(), new_id(), f"h{new_id()[-8:]}"
+    system: dict[str, Any] = {"at": now(), "actor": "system:test"}
+    await event_log.append(ev.ImageRequested(id=new_id(), **system, image=image, owner="alice",
+                                             name="i", file=new_id(), store="rbd"))  # fmt: skip
+    await event_log.append(ev.ImageCreated(id=new_id(), **system, image=image, size=1,
+                                           checksum="0"))  # fmt: skip
+    await event_log.append(ev.NetCreated(id=new_id(), **system, net=net, vni=4242,
+                                         prefix="2001:db8:1::/64", ipam="auto"))  # fmt: skip
+    nic = Nic(network=net, mac="02:00:00:00:42:42")
+    request = msgspec.structs.replace(requested(vm), image=image, nics=(nic,))
+    await event_log.append(request)
+    await event_log.append(fact(ev.VmScheduled, vm, host=host))
+    events = await until(event_log, "host", host, lambda x: commands(x, vm) == ["vm_start"])
+    start = events[0]
+    assert isinstance(start, ev.HostVmStart) and start.vm_spec() == request.vm_spec()
+    assert start.resolved == ev.Resolved(store="rbd", networks=(
+        ev.NicNetwork(network=net, vni=4242, prefix="2001:db8:1::/64", ipam="auto"),
+    ))  # fmt: skip
+    # a spec naming what is not there yet goes as it is: hostd reads the log and says why
+    other = new_id()
+    await event_log.append(requested(other))
+    await event_log.append(fact(ev.VmScheduled, other, host=host))
+    events = await until(event_log, "host", host, lambda x: len(commands(x, other)) == 1)
+    late = next(x for x in events if isinstance(x, ev.HostVmStart) and x.vm == other)
+    assert late.resolved is None

@@ -6,7 +6,8 @@ crashed and runs again, also when hostd was away meanwhile; a VM whose start can
 says why; a NIC is a tap on its network's bridge (and a host without networking refuses
 it); consoles are their owner's; ``debian-12`` created with the real CLI boots to a login
 prompt that ``ucloud vm console-log`` shows; a running VM's CPU, disk and tap counters are
-on the process's ``/metrics``.
+on the process's ``/metrics``. A start command of before commands carried the image's store
+and the networks still starts the VM on its network.
 """
 
 from __future__ import annotations
@@ -19,20 +20,24 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.hostd_harness import Cloud, built, import_image, running_cloud
 from ucloud import events as ev
 from ucloud.config import Config
+from ucloud.eventlog import TYPE_HEADER
 from ucloud.hostd.metrics import taps_of
 from ucloud.hostd.plumbing import NicPlan, NoPlumbing
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.hostd.service import run as run_hostd
+from ucloud.ids import new_id
 from ucloud.imagebuild.tiny import UP_LINE
 from ucloud.metrics import listening
 
@@ -284,3 +289,41 @@ async def test_a_running_vm_has_cpu_disk_and_tap_counters_on_metrics(
     assert samples[("ucloud_vm_running", (("host", cloud.host),))] >= 1
     await cloud.act(vm, "delete")
     await cloud.wait_status(vm, "gone", timeout=60)
+
+
+@pytest.mark.timeout(180)
+async def test_a_start_command_of_before_commands_carried_the_networks_still_starts_the_vm(
+    cloud: Cloud, tiny: str
+) -> None:
+    if isinstance(cloud.hostd.plumbing, NoPlumbing):
+        pytest.fail("this host offers no VM networking (root and /dev/net/tun are needed)")
+    net = await cloud.gw.network(cloud.user.name, "lan")
+    vm = (await cloud.create("t8", "tiny", networks=[net]))["id"]
+    view = await cloud.wait_status(vm, "running", timeout=60)
+    await cloud.act(vm, "stop")
+    await cloud.wait_status(vm, "stopped", timeout=60)
+    runtime = RuntimeDir(cloud.runtime, vm)
+    kept = runtime.read_spec()
+    assert kept is not None and kept.networks is not None  # what the command carried
+    vni = kept.networks[0].vni
+    # host.vm_start as the dispatcher sent it before commands carried what the spec names
+    request = next(e for e in await cloud.vm_events(vm) if isinstance(e, ev.VmRequested))
+    command = ev.HostVmStart.of(
+        {"id": new_id(), "at": datetime.now(UTC), "actor": "system:dispatcher"}, cloud.host,
+        request.vm_spec(),
+    )
+    old = {k: v for k, v in msgspec.to_builtins(command).items() if k != "resolved"}
+    await cloud.gw.log.append_raw(
+        command.subject, json.dumps(old).encode(),
+        {"Nats-Msg-Id": command.id, TYPE_HEADER: command.tag()},
+    )  # fmt: skip
+    await cloud.wait_status(vm, "running", timeout=60)
+    tap = NicPlan(vm=vm, index=0, network=net, vni=vni, prefix="", ipam="none",
+                  mac=view["nics"][0]["mac"]).tap  # fmt: skip
+    found = link(tap)
+    assert found is not None and found.get("master") == f"br{vni}", found
+    again = runtime.read_spec()
+    assert again is not None and again.networks == kept.networks  # read from the log, kept
+    await cloud.act(vm, "delete")
+    await cloud.wait_status(vm, "gone", timeout=60)
+    assert link(tap) is None and link(f"br{vni}") is None

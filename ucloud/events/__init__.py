@@ -5,7 +5,17 @@ from ucloud.events.codec import AGGREGATES, BY_TAG, EVENT_TYPES, AnyEvent, decod
 from ucloud.events.host import *  # noqa: F403
 from ucloud.events.order import *  # noqa: F403
 from ucloud.events.resources import *  # noqa: F403
-from ucloud.events.types import NOTHING, Ipam, Nic, Resources, RestartPolicy, StoreKind
+from ucloud.events.types import (
+    NOTHING,
+    Ipam,
+    Nic,
+    NicNetwork,
+    Resolved,
+    Resources,
+    RestartPolicy,
+    StoreKind,
+    VmSpec,
+)
 from ucloud.events.vm import *  # noqa: F403
 
 __all__ = [
@@ -18,9 +28,12 @@ __all__ = [
     "Event",
     "Ipam",
     "Nic",
+    "NicNetwork",
+    "Resolved",
     "Resources",
     "RestartPolicy",
     "StoreKind",
+    "VmSpec",
     "decode",
     "encode",
     "parse_subject",

@@ -7,10 +7,10 @@ which consumes ``host.<me>.>``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ucloud.events.base import Event
-from ucloud.events.types import Nic, Resources, RestartPolicy
+from ucloud.events.types import Nic, Resolved, Resources, RestartPolicy, VmSpec, spec_fields
 
 
 class HostEvent(Event, frozen=True, kw_only=True):
@@ -52,7 +52,12 @@ class HostVmReleased(HostEvent, frozen=True, kw_only=True, tag="host.vm_released
 
 
 class HostVmStart(HostEvent, frozen=True, kw_only=True, tag="host.vm_start"):
-    """Start (or create and start) a VM; self-contained so hostd needs no projection read."""
+    """Start (or create and start) a VM; self-contained so hostd needs no other read.
+
+    The VM's spec travels whole (its fields at the top level, as stored logs have them);
+    ``resolved`` is what the spec names as the dispatcher read it (the image's store, the
+    networks). A command stored before ``resolved`` existed has none: hostd reads the log.
+    """
 
     vm: str
     owner: str
@@ -61,6 +66,16 @@ class HostVmStart(HostEvent, frozen=True, kw_only=True, tag="host.vm_start"):
     image: str
     nics: tuple[Nic, ...] = ()
     restart: RestartPolicy = "always"
+    resolved: Resolved | None = None
+
+    @classmethod
+    def of(
+        cls, envelope: dict[str, Any], host: str, vm: VmSpec, resolved: Resolved | None = None
+    ) -> HostVmStart:
+        return cls(**envelope, host=host, **spec_fields(vm), resolved=resolved)
+
+    def vm_spec(self) -> VmSpec:
+        return VmSpec(**spec_fields(self))
 
 
 class HostVmStop(HostEvent, frozen=True, kw_only=True, tag="host.vm_stop"):

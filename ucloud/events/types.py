@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -44,3 +44,41 @@ class Nic(msgspec.Struct, frozen=True, kw_only=True):
 
     network: str
     mac: str
+
+
+class VmSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A VM as its request defines it, whole: what each host command that starts it carries.
+
+    Built once from the request (``VmRequested.vm_spec``); the events that carry it keep its
+    fields at their top level (the shape stored logs have), ``spec_fields`` moves them.
+    """
+
+    vm: str
+    owner: str
+    name: str
+    spec: Resources
+    image: str
+    nics: tuple[Nic, ...] = ()
+    restart: RestartPolicy = "always"
+
+
+def spec_fields(source: object) -> dict[str, Any]:
+    """The fields of a ``VmSpec`` that ``source`` carries, as keyword arguments."""
+    return {name: getattr(source, name) for name in VmSpec.__struct_fields__}
+
+
+class NicNetwork(msgspec.Struct, frozen=True, kw_only=True):
+    """The network of one NIC as the log has it: its VNI, /64 (empty for IPAM none), IPAM."""
+
+    network: str
+    vni: int
+    prefix: str = ""
+    ipam: Ipam = "none"
+
+
+class Resolved(msgspec.Struct, frozen=True, kw_only=True):
+    """What a VM's spec names, read from the log when the VM was dispatched: its image's
+    store and, in NIC order, each NIC's network. With it a host needs no other read."""
+
+    store: StoreKind
+    networks: tuple[NicNetwork, ...] = ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ucloud.events.base import Event
-from ucloud.events.types import Nic, Resources, RestartPolicy
+from ucloud.events.types import Nic, Resources, RestartPolicy, VmSpec, spec_fields
 
 
 class VmEvent(Event, frozen=True, kw_only=True):
@@ -22,6 +22,10 @@ class VmRequested(VmEvent, frozen=True, kw_only=True, tag="vm.requested"):
     keys: tuple[str, ...] = ()
     restart: RestartPolicy = "always"
     order: str = ""
+
+    def vm_spec(self) -> VmSpec:
+        """The VM this request defines (the one place a spec is made from a request)."""
+        return VmSpec(**spec_fields(self))
 
 
 class VmScheduled(VmEvent, frozen=True, kw_only=True, tag="vm.scheduled"):

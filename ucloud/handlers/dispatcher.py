@@ -9,8 +9,9 @@ For each it loads the VM's aggregate, folds it into a ``VmState`` (status, host,
 request, whether a delete was asked for, whether a migration is in flight) and lets
 ``dispatch`` decide, purely:
 
-- a command to the host: ``host.<h>.vm_start`` (self-contained: owner, name, spec,
-  image, NICs, restart policy from the VM's request), ``vm_stop`` or ``vm_delete``;
+- a command to the host: ``host.<h>.vm_start`` (self-contained: the VM's spec whole, as
+  its request made it, and what the spec names resolved from the log when the command is
+  sent: the image's store, the networks' VNIs and IPAM), ``vm_stop`` or ``vm_delete``;
 - for migration and evacuation: ``host.<source>.vm_migrate_out {to_host, uri}`` once the
   destination is ready; ``host.<new>.vm_start`` for an evacuated VM; for a lost one,
   ``host.<its host>.vm_start``, which waits for that host to come back; after
@@ -34,8 +35,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
+import msgspec
+
 from ucloud.consumer import delivery, run_consumer
-from ucloud.errors import ConflictError, LogError
+from ucloud.errors import ConflictError, InputError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
     Cause,
@@ -63,6 +66,7 @@ from ucloud.events import (
     VmStopRequested,
     subject,
 )
+from ucloud.resolve import resolve
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -175,11 +179,17 @@ def dispatch(state: VmState, intent: VmEvent, cause: Cause) -> Event | str:
 
 
 def _start(state: VmState, request: VmRequested, cause: Cause) -> HostVmStart:
-    return HostVmStart(
-        **cause.envelope("vm_start"), host=state.host, vm=request.vm, owner=request.owner,
-        name=request.name, spec=request.spec, image=request.image, nics=request.nics,
-        restart=request.restart,
-    )
+    return HostVmStart.of(cause.envelope("vm_start"), state.host, request.vm_spec())
+
+
+async def resolved(log_: EventLog, start: HostVmStart) -> HostVmStart:
+    """The start command with what its spec names (image store, networks) as the log has
+    them now; as it was when something is missing (hostd then says what)."""
+    try:
+        found = await resolve(log_, start.vm_spec())
+    except InputError:
+        return start
+    return msgspec.structs.replace(start, resolved=found)
 
 
 class Dispatcher:
@@ -201,6 +211,8 @@ class Dispatcher:
             if isinstance(outcome, str):
                 log.info("vm %s: %s at %d ignored: %s", intent.vm, intent.tag(), seq, outcome)
                 return
+            if isinstance(outcome, HostVmStart):
+                outcome = await resolved(self.log, outcome)
             if delivery() > 1 and await self.log.find(outcome):
                 return
             expected = last if isinstance(outcome, VmDeleted) else None

@@ -38,10 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
-
 from ucloud.config import Config
-from ucloud.consumer import delivery
 from ucloud.errors import InputError, UcloudError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -61,11 +58,12 @@ from ucloud.events import (
 from ucloud.events.base import valid_token
 from ucloud.hostd import lookup, migrate, rules
 from ucloud.hostd.accel import Accelerator
+from ucloud.hostd.facts import Facts
 from ucloud.hostd.machine import Machine, Want
 from ucloud.hostd.plumbing import NicPlan, Plumbing
 from ucloud.hostd.qemu import Launch, Qemu, RuntimeDir, StartSpec, TapNic, qemu_argv
 from ucloud.hostd.qmp import QmpSession
-from ucloud.ids import derive_id, new_id
+from ucloud.ids import derive_id
 from ucloud.images.base import DiskRef
 from ucloud.images.open import open_store
 
@@ -102,6 +100,7 @@ class Hostd:
         self.qemu = qemu
         self.accel = accel
         self.clock = clock
+        self.facts = Facts(log_, self.actor, clock)
         self.root = config.paths.runtime
         self.machines: dict[str, Machine] = {}
         self.timings: dict[str, StartTiming] = {}
@@ -114,6 +113,11 @@ class Hostd:
         if found is None:
             found = self.machines[vm] = Machine(RuntimeDir(self.root, vm), self.qemu)
         return found
+
+    def forget(self, vm: str) -> None:
+        """The VM is no longer this host's: its machine and figures go."""
+        self.machines.pop(vm, None)
+        self.timings.pop(vm, None)
 
     # --- commands -----------------------------------------------------------------------
 
@@ -135,11 +139,7 @@ class Hostd:
         cause = Cause.of(event, self.actor, began)
         machine = self.machine(event.vm)
         if isinstance(event, HostVmStart):
-            spec = StartSpec(
-                vm=event.vm, owner=event.owner, name=event.name, spec=event.spec,
-                image=event.image, nics=event.nics, restart=event.restart,
-            )
-            await self.start(machine, spec, cause, began)
+            await self.start(machine, lookup.spec_of_command(event), cause, began)
         elif isinstance(event, HostVmStop):
             await self.stop(machine, cause)
         else:
@@ -162,7 +162,7 @@ class Hostd:
         if reason is not None:
             log.info("vm %s: %s at %d ignored: %s", event.vm, event.tag(), seq, reason)
             return
-        cause = Cause.of(event, self.actor, self.clock())
+        cause = self.facts.cause(event)
         if isinstance(event, HostVmMigrateIn):
             await migrate.receive(self, event, facts, cause)
         else:
@@ -179,18 +179,20 @@ class Hostd:
             try:
                 await self._run(machine, spec, began)
             except UcloudError as exc:
-                await self._start_failed(machine, exc, self._answer(cause, "start_failed"))
+                await self._start_failed(machine, exc, self.facts.answer(cause, "start_failed"))
                 return
-        await self._append(VmStarted(**self._answer(cause, "started"), vm=machine.vm, host=self.me))
+        started = VmStarted(**self.facts.answer(cause, "started"), vm=machine.vm, host=self.me)
+        await self.facts.append(started)
 
     async def stop(self, machine: Machine, cause: Cause) -> None:
         machine.want = Want.HALT
         machine.cancel_restart()
         async with machine.lock:
             how = await machine.shutdown(self.host.stop_timeout_s)
-            await self._unplug(machine)
+            await self.unplug(machine)
         log.info("vm %s: stopped (%s)", machine.vm, how)
-        await self._append(VmStopped(**self._answer(cause, "stopped"), vm=machine.vm, host=self.me))
+        stopped = VmStopped(**self.facts.answer(cause, "stopped"), vm=machine.vm, host=self.me)
+        await self.facts.append(stopped)
 
     async def delete(self, machine: Machine, cause: Cause) -> None:
         if not await migrate.stays_for_delete(self, machine):
@@ -199,7 +201,7 @@ class Hostd:
         machine.cancel_restart()
         async with machine.lock:
             await machine.shutdown(0)
-            await self._unplug(machine)
+            await self.unplug(machine)
             spec = machine.spec or machine.runtime.read_spec()
             if spec is not None:
                 kind = spec.store
@@ -208,13 +210,12 @@ class Hostd:
             await asyncio.to_thread(open_store(self.config, kind).delete_disks, machine.vm)
             await asyncio.to_thread(shutil.rmtree, machine.runtime.path, True)
         released = HostVmReleased(
-            **self._answer(cause, "vm_released"), host=self.me, vm=machine.vm, reason="deleted"
+            **self.facts.answer(cause, "vm_released"), host=self.me, vm=machine.vm, reason="deleted"
         )
-        await self._append(released)
-        deleted = VmDeleted(**self._answer(cause, "deleted"), vm=machine.vm, host=self.me)
-        await self._append(deleted)
-        self.machines.pop(machine.vm, None)
-        self.timings.pop(machine.vm, None)
+        await self.facts.append(released)
+        deleted = VmDeleted(**self.facts.answer(cause, "deleted"), vm=machine.vm, host=self.me)
+        await self.facts.append(deleted)
+        self.forget(machine.vm)
         log.info("vm %s: deleted with its disks", machine.vm)
 
     # --- running QEMU -------------------------------------------------------------------
@@ -224,9 +225,9 @@ class Hostd:
         if machine.runs():
             machine.spec = machine.spec or machine.runtime.read_spec() or spec
             await machine.resume()
-            self._watch(machine)
+            self.watch(machine)
             return
-        spec = await lookup.with_store(self.log, spec)
+        spec = await lookup.resolved(self.log, spec)
         machine.runtime.check()
         machine.runtime.write_spec(spec)
         machine.spec = spec
@@ -242,7 +243,7 @@ class Hostd:
         qemu_s = await machine.launch(self.argv(launch))
         self.timings[spec.vm] = StartTiming(began=began, qemu_s=qemu_s)
         log.info("vm %s: QEMU (%s) running after %.2fs", spec.vm, launch.accel, qemu_s)
-        self._watch(machine)
+        self.watch(machine)
 
     async def launch_of(
         self, machine: Machine, spec: StartSpec, disks: list[DiskRef], taps: list[str],
@@ -265,7 +266,8 @@ class Hostd:
     def argv(self, launch: Launch) -> list[str]:
         return qemu_argv(self.host.qemu, launch)
 
-    async def _unplug(self, machine: Machine) -> None:
+    async def unplug(self, machine: Machine) -> None:
+        """Remove the VM's taps (as its runtime spec names them); QEMU must be gone."""
         spec = machine.spec or machine.runtime.read_spec()
         if spec is None or not spec.nics:
             return
@@ -282,14 +284,15 @@ class Hostd:
         log.warning("vm %s: cannot start: %s", machine.vm, exc)
         reason = f"cannot start: {exc}"
         machine.last_reason = reason
-        await self._append(VmCrashed(**envelope, vm=machine.vm, host=self.me, reason=reason))
+        await self.facts.append(VmCrashed(**envelope, vm=machine.vm, host=self.me, reason=reason))
         if not isinstance(exc, InputError) and machine.spec is not None:
             machine.failures += 1
             self._restart_later(machine)
 
     # --- crashes and restarts -----------------------------------------------------------
 
-    def _watch(self, machine: Machine) -> None:
+    def watch(self, machine: Machine) -> None:
+        """Watch a running VM for its QEMU's end: a crash (restarted) or a power-off."""
         session = machine.session
         if session is None or (machine.watcher is not None and not machine.watcher.done()):
             return
@@ -309,7 +312,7 @@ class Hostd:
             if machine.runs():
                 log.warning("vm %s: QMP closed but QEMU lives; attaching again", machine.vm)
                 await machine.attach()
-                self._watch(machine)
+                self.watch(machine)
                 return
             data = shutdown.get("data") if shutdown else None
             kind = rules.exit_kind(machine.want is Want.RUN, data)
@@ -317,11 +320,11 @@ class Hostd:
                 return
             if kind == "powered_off":
                 machine.want = Want.HALT
-                await self._unplug(machine)
+                await self.unplug(machine)
                 log.info("vm %s: the guest powered off", machine.vm)
-                await self._append(VmStopped(
-                    **self._fresh(), vm=machine.vm, host=self.me, reason="the guest powered off"
-                ))  # fmt: skip
+                off = VmStopped(**self.facts.fresh(), vm=machine.vm, host=self.me,
+                                reason="the guest powered off")  # fmt: skip
+                await self.facts.append(off)
                 return
             reason = rules.crash_reason(data)
             ran = time.monotonic() - machine.running_since
@@ -330,8 +333,8 @@ class Hostd:
             )
             machine.last_reason = reason
             log.warning("vm %s: crashed: %s", machine.vm, reason)
-            await self._append(
-                VmCrashed(**self._fresh(), vm=machine.vm, host=self.me, reason=reason)
+            await self.facts.append(
+                VmCrashed(**self.facts.fresh(), vm=machine.vm, host=self.me, reason=reason)
             )
             self._restart_later(machine)
 
@@ -364,13 +367,13 @@ class Hostd:
                 machine.failures += 1
                 if reason != machine.last_reason:
                     machine.last_reason = reason
-                    await self._append(
-                        VmCrashed(**self._fresh(), vm=machine.vm, host=self.me, reason=reason)
+                    await self.facts.append(
+                        VmCrashed(**self.facts.fresh(), vm=machine.vm, host=self.me, reason=reason)
                     )
                 self._restart_later(machine)
                 return
         log.info("vm %s: restarted", machine.vm)
-        await self._append(VmStarted(**self._fresh(), vm=machine.vm, host=self.me))
+        await self.facts.append(VmStarted(**self.facts.fresh(), vm=machine.vm, host=self.me))
 
     # --- reattaching --------------------------------------------------------------------
 
@@ -405,11 +408,10 @@ class Hostd:
         for vm in sorted(placed):  # reservations of VMs that left without letting go
             if rules.leftovers(facts[vm], self.me) != "keep" and not facts[vm].migration:
                 released = HostVmReleased(
-                    id=derive_id(last[vm], f"released/{self.me}"), at=self.clock(),
-                    actor=self.actor, causation=last[vm], correlation=last[vm], host=self.me,
-                    vm=vm, reason="not on this host",
+                    **self.facts.after(last[vm], f"released/{self.me}"), host=self.me, vm=vm,
+                    reason="not on this host",
                 )
-                await self._append(released)
+                await self.facts.append(released)
         log.info("reattached: %d VM(s) found, %s", len(vms),
                  ", ".join(f"{type(a).__name__.lower()} {a.vm}" for a in actions) or "no change")
         return actions
@@ -427,7 +429,7 @@ class Hostd:
                     await machine.resume()
                 else:  # a migration in flight: QEMU may have handed the guest over
                     await machine.attach()
-                self._watch(machine)
+                self.watch(machine)
             log.info("vm %s: running, reattached", action.vm)
             await migrate.resume_sending(self, machine, facts)
         elif isinstance(action, rules.Receive):
@@ -442,8 +444,8 @@ class Hostd:
             if facts.status != "crashed":
                 reason = "QEMU was not running when hostd started"
                 machine.last_reason = reason
-                await self._append(
-                    VmCrashed(**self._fresh(), vm=action.vm, host=self.me, reason=reason)
+                await self.facts.append(
+                    VmCrashed(**self.facts.fresh(), vm=action.vm, host=self.me, reason=reason)
                 )
             machine.failures += 1
             self._restart_later(machine)
@@ -451,33 +453,16 @@ class Hostd:
             machine.want = Want.GONE if want is rules.Desired.GONE else Want.HALT
             async with machine.lock:
                 await machine.shutdown(0)
-                await self._unplug(machine)
+                await self.unplug(machine)
             log.warning("vm %s: was running but %s here: stopped", action.vm,
                         "is stopped" if action.report else "does not belong")
             if action.report:
                 reason = "found running while stopped; stopped by hostd"
-                await self._append(
-                    VmStopped(**self._fresh(), vm=action.vm, host=self.me, reason=reason)
+                await self.facts.append(
+                    VmStopped(**self.facts.fresh(), vm=action.vm, host=self.me, reason=reason)
                 )
 
     async def close(self) -> None:
         """Let go of every VM (watchers, restarts, QMP sessions); QEMU processes run on."""
         for machine in list(self.machines.values()):
             await machine.forget()
-
-    # --- facts --------------------------------------------------------------------------
-
-    def _answer(self, cause: Cause, purpose: str) -> dict[str, Any]:
-        """The envelope of a fact answering a command: id derived from it, time now."""
-        return msgspec.structs.replace(cause, at=self.clock()).envelope(purpose)
-
-    def _fresh(self) -> dict[str, Any]:
-        """The envelope of a fact no command asked for (a crash, a restart): a fresh id."""
-        ident = new_id()
-        return {"id": ident, "at": self.clock(), "actor": self.actor, "causation": ident,
-                "correlation": ident}
-
-    async def _append(self, event: Event) -> None:
-        if delivery() > 1 and await self.log.find(event):
-            return
-        await self.log.append(event)

@@ -1,30 +1,36 @@
 """What hostd reads from the log besides the VM itself: images, networks, placements.
 
-hostd reads the log rather than the projection, so that a projection that lags (or is
-being rebuilt) never makes it start a VM from a stale picture.
+A start command carries what the VM's spec names (``host.vm_start``'s ``resolved``) and
+the runtime spec keeps it; hostd reads images and networks only for a command or a
+runtime spec of before they were carried, and for a VM that arrives by migration. It
+reads the log rather than the projection, so that a projection that lags (or is being
+rebuilt) never makes it start a VM from a stale picture.
 """
 
 from __future__ import annotations
 
-import msgspec
+from collections.abc import Sequence
 
-from ucloud.errors import InputError
+from ucloud import resolve
 from ucloud.eventlog import EventLog
-from ucloud.events import HostVmPlaced, HostVmReleased, ImageCreated, ImageRequested, NetCreated
-from ucloud.events.types import StoreKind
+from ucloud.events import HostVmPlaced, HostVmReleased, HostVmStart, ImageRequested
+from ucloud.events.types import NicNetwork, StoreKind
 from ucloud.hostd import rules
 from ucloud.hostd.plumbing import NicPlan
 from ucloud.hostd.qemu import StartSpec
 
 
-async def with_store(log: EventLog, spec: StartSpec) -> StartSpec:
-    """The spec with its image's store; InputError when the image is not made (or gone)."""
-    stored, _ = await log.load("image", spec.image)
-    events = [s.event for s in stored]
-    request = next((e for e in events if isinstance(e, ImageRequested)), None)
-    if request is None or not any(isinstance(e, ImageCreated) for e in events):
-        raise InputError("image", f"image {spec.image} is not made (or gone)")
-    return msgspec.structs.replace(spec, store=request.store)
+def spec_of_command(command: HostVmStart) -> StartSpec:
+    """The start spec a command carries (resolved, unless the command is of before)."""
+    return StartSpec.of(command.vm_spec(), command.resolved)
+
+
+async def resolved(log: EventLog, spec: StartSpec) -> StartSpec:
+    """The spec with its image's store and its networks, read from the log when the spec
+    does not carry them; InputError naming an image not made or a network not created."""
+    if spec.networks is not None:
+        return spec
+    return StartSpec.of(spec, await resolve.resolve(log, spec))
 
 
 async def store_of_vm(log: EventLog, vm: str) -> StoreKind:
@@ -39,19 +45,21 @@ async def store_of_vm(log: EventLog, vm: str) -> StoreKind:
 
 
 async def nic_plans(log: EventLog, spec: StartSpec) -> list[NicPlan]:
-    """Per NIC, its network's VNI, /64 and IPAM; InputError naming a network not created."""
-    plans = []
-    for index, nic in enumerate(spec.nics):
-        stored, _ = await log.load("net", nic.network)
-        created = [s.event for s in stored if isinstance(s.event, NetCreated)]
-        if not created:
-            raise InputError(f"nics[{index}]", f"network {nic.network} is not created")
-        net = created[-1]
-        plans.append(NicPlan(
-            vm=spec.vm, index=index, network=nic.network, vni=net.vni, prefix=net.prefix,
-            ipam=net.ipam, mac=nic.mac,
-        ))  # fmt: skip
-    return plans
+    """Per NIC, its network's VNI, /64 and IPAM (from the spec, else from the log);
+    InputError naming a network not created."""
+    networks = spec.networks
+    if networks is None:
+        networks = await resolve.networks(log, spec.nics)
+    return plans_of(spec, networks)
+
+
+def plans_of(spec: StartSpec, networks: Sequence[NicNetwork]) -> list[NicPlan]:
+    """What the plumbing needs per NIC: the NIC with its network (pure)."""
+    return [
+        NicPlan(vm=spec.vm, index=index, network=nic.network, vni=net.vni, prefix=net.prefix,
+                ipam=net.ipam, mac=nic.mac)
+        for index, (nic, net) in enumerate(zip(spec.nics, networks, strict=True))
+    ]  # fmt: skip
 
 
 async def placed_vms(log: EventLog, host: str) -> set[str]:
@@ -68,10 +76,4 @@ async def placed_vms(log: EventLog, host: str) -> set[str]:
 
 def spec_of(facts: rules.VmFacts) -> StartSpec | None:
     """The start spec of a VM from its request (when no runtime directory says more)."""
-    request = facts.request
-    if request is None:
-        return None
-    return StartSpec(
-        vm=request.vm, owner=request.owner, name=request.name, spec=request.spec,
-        image=request.image, nics=request.nics, restart=request.restart,
-    )
+    return None if facts.request is None else StartSpec.of(facts.request.vm_spec())

@@ -22,7 +22,7 @@ cancelled (or the timeout: ``migrate_cancel``). Completed: ``vm.migrated {from m
 QEMU (paused after the hand-over) quits, taps and runtime directory go,
 ``host.<me>.vm_released``. Anything else: the guest goes on here (``cont`` if QEMU left it
 paused) and ``vm.<id>.migration_failed {reason}``. The figures of the last
-``query-migrate`` are kept in ``Hostd.migrations`` and logged. A QEMU that is migrating
+``query-migrate`` are kept in ``HostVms.migrations`` and logged. A QEMU that is migrating
 already, or handed its guest over (``postmigrate``), is not asked again: a hostd that
 restarts mid-migration picks the migration up where QEMU is (``resume_sending``), and a
 delete of the VM cancels a migration in flight first (``stays_for_delete``).
@@ -45,9 +45,11 @@ import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ucloud.config import Config, HostConfig
 from ucloud.errors import InputError, Refused, UcloudError, VmError
+from ucloud.eventlog import EventLog
 from ucloud.events import (
     Cause,
     HostVmMigrateIn,
@@ -58,15 +60,14 @@ from ucloud.events import (
     VmMigrationReady,
 )
 from ucloud.hostd import lookup, rules
+from ucloud.hostd.facts import Facts
 from ucloud.hostd.machine import Machine, Want
-from ucloud.hostd.qemu import StartSpec
+from ucloud.hostd.plumbing import NicPlan, Plumbing
+from ucloud.hostd.qemu import Launch, Qemu, StartSpec
 from ucloud.hostd.qmp import QmpSession
 from ucloud.images.base import DiskRef
 from ucloud.images.open import open_store
 from ucloud.images.store import ROOT_PREFIX
-
-if TYPE_CHECKING:
-    from ucloud.hostd.daemon import Hostd
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,34 @@ class MigrationFigures:
     ram_bytes: int = 0
     mbps: float = 0.0
     error: str = ""
+
+
+class HostVms(Protocol):
+    """What migration and fencing use of the host's VMs (``daemon.Hostd`` is the one)."""
+
+    config: Config
+    host: HostConfig
+    me: str
+    log: EventLog
+    facts: Facts
+    plumbing: Plumbing
+    qemu: Qemu
+    migrations: dict[str, MigrationFigures]
+
+    def machine(self, vm: str) -> Machine: ...
+
+    def forget(self, vm: str) -> None: ...
+
+    async def launch_of(
+        self, machine: Machine, spec: StartSpec, disks: list[DiskRef], taps: list[str],
+        plans: list[NicPlan], *, incoming: bool = False,
+    ) -> Launch: ...
+
+    def argv(self, launch: Launch) -> list[str]: ...
+
+    async def unplug(self, machine: Machine) -> None: ...
+
+    def watch(self, machine: Machine) -> None: ...
 
 
 def listen_uri(address: str) -> str:
@@ -136,7 +165,7 @@ def failure_reason(seen: MigrationFigures, to_host: str) -> str:
 
 
 async def receive(
-    hostd: Hostd, command: HostVmMigrateIn, facts: rules.VmFacts, cause: Cause
+    hostd: HostVms, command: HostVmMigrateIn, facts: rules.VmFacts, cause: Cause
 ) -> None:
     """Start a QEMU waiting for the VM and say where it listens (``migration_ready``)."""
     machine = hostd.machine(command.vm)
@@ -156,30 +185,30 @@ async def receive(
         reason = f"{hostd.me} cannot receive the VM: {exc}"
         log.warning("vm %s: %s", command.vm, reason)
         await fence(hostd, machine, facts, force=True)
-        failed = VmMigrationFailed(**hostd._answer(cause, "migration_failed"), vm=command.vm,
+        failed = VmMigrationFailed(**hostd.facts.answer(cause, "migration_failed"), vm=command.vm,
                                    reason=reason)  # fmt: skip
-        await hostd._append(failed)
+        await hostd.facts.append(failed)
         return
     ready = VmMigrationReady(
-        **hostd._answer(cause, "migration_ready"), vm=command.vm, host=hostd.me, uri=uri
+        **hostd.facts.answer(cause, "migration_ready"), vm=command.vm, host=hostd.me, uri=uri
     )
-    await hostd._append(ready)
+    await hostd.facts.append(ready)
     log.info("vm %s: waiting for it from %s on %s", command.vm, command.from_host, uri)
     watch_incoming(hostd, machine)
 
 
-async def _spec(hostd: Hostd, facts: rules.VmFacts) -> StartSpec:
+async def _spec(hostd: HostVms, facts: rules.VmFacts) -> StartSpec:
     spec = lookup.spec_of(facts)
     if spec is None:
         raise InputError("vm", "the VM's request is not in the log")
-    spec = await lookup.with_store(hostd.log, spec)
+    spec = await lookup.resolved(hostd.log, spec)
     if not hostd.config.images.shared_store(spec.store):
         raise Refused("disk", f"the VM's disk is on local storage ({spec.store}, [images] "
                               "shared is false here): it cannot migrate")  # fmt: skip
     return spec
 
 
-async def _launch_incoming(hostd: Hostd, machine: Machine, spec: StartSpec) -> QmpSession:
+async def _launch_incoming(hostd: HostVms, machine: Machine, spec: StartSpec) -> QmpSession:
     machine.runtime.check()
     machine.runtime.write_spec(spec)
     machine.spec = spec
@@ -191,7 +220,7 @@ async def _launch_incoming(hostd: Hostd, machine: Machine, spec: StartSpec) -> Q
     return await machine.attach()
 
 
-def shared_disks(hostd: Hostd, spec: StartSpec) -> list[DiskRef]:
+def shared_disks(hostd: HostVms, spec: StartSpec) -> list[DiskRef]:
     """The VM's disks as the sender uses them; they must exist (nothing is made here)."""
     store = open_store(hostd.config, spec.store)
     if spec.store == "fs":
@@ -205,7 +234,7 @@ def shared_disks(hostd: Hostd, spec: StartSpec) -> list[DiskRef]:
     return disks
 
 
-def watch_incoming(hostd: Hostd, machine: Machine) -> None:
+def watch_incoming(hostd: HostVms, machine: Machine) -> None:
     """Watch a receiving QEMU until the guest runs here or the QEMU ends."""
     session = machine.session
     if session is None or (machine.watcher is not None and not machine.watcher.done()):
@@ -215,7 +244,7 @@ def watch_incoming(hostd: Hostd, machine: Machine) -> None:
     )
 
 
-async def _incoming(hostd: Hostd, machine: Machine, session: QmpSession) -> None:
+async def _incoming(hostd: HostVms, machine: Machine, session: QmpSession) -> None:
     deadline = time.monotonic() + hostd.host.migration_timeout_s + INCOMING_MARGIN_S
     arrived = timed_out = False
     while not session.closed.is_set():
@@ -241,7 +270,7 @@ async def _incoming(hostd: Hostd, machine: Machine, session: QmpSession) -> None
             machine.running_since = time.monotonic()
             log.info("vm %s: arrived; it runs here", machine.vm)
     if arrived:
-        hostd._watch(machine)
+        hostd.watch(machine)
         return
     facts = rules.fold((await hostd.log.load("vm", machine.vm))[0])
     await fence(hostd, machine, facts, force=True)
@@ -249,7 +278,8 @@ async def _incoming(hostd: Hostd, machine: Machine, session: QmpSession) -> None
         reason = (f"no migration reached {hostd.me} within "
                   f"{hostd.host.migration_timeout_s + INCOMING_MARGIN_S:g}s")  # fmt: skip
         log.warning("vm %s: %s", machine.vm, reason)
-        await hostd._append(VmMigrationFailed(**hostd._fresh(), vm=machine.vm, reason=reason))
+        failed = VmMigrationFailed(**hostd.facts.fresh(), vm=machine.vm, reason=reason)
+        await hostd.facts.append(failed)
     else:
         log.info("vm %s: the incoming migration ended without the VM; cleaned up", machine.vm)
 
@@ -257,7 +287,7 @@ async def _incoming(hostd: Hostd, machine: Machine, session: QmpSession) -> None
 # --- sending -----------------------------------------------------------------------------
 
 
-def start_sending(hostd: Hostd, command: HostVmMigrateOut, cause: Cause) -> None:
+def start_sending(hostd: HostVms, command: HostVmMigrateOut, cause: Cause) -> None:
     """Migrate the VM to ``command.to_host`` in a task of its own (the VM's ``sender``)."""
     machine = hostd.machine(command.vm)
     if machine.sending():
@@ -266,7 +296,7 @@ def start_sending(hostd: Hostd, command: HostVmMigrateOut, cause: Cause) -> None
     machine.sender = asyncio.create_task(send(hostd, command, cause), name=f"send:{command.vm}")
 
 
-async def resume_sending(hostd: Hostd, machine: Machine, facts: rules.VmFacts) -> None:
+async def resume_sending(hostd: HostVms, machine: Machine, facts: rules.VmFacts) -> None:
     """After a restart: go on with the migration in flight out of this host, if its command
     came (it may have been taken before the restart and will not come again)."""
     if not facts.migration or facts.host != hostd.me or not facts.incoming:
@@ -279,10 +309,10 @@ async def resume_sending(hostd: Hostd, machine: Machine, facts: rules.VmFacts) -
     )  # fmt: skip
     if command is not None and command.to_host == facts.incoming:
         log.info("vm %s: picking up its migration to %s", machine.vm, command.to_host)
-        start_sending(hostd, command, Cause.of(command, hostd.actor, hostd.clock()))
+        start_sending(hostd, command, hostd.facts.cause(command))
 
 
-async def stays_for_delete(hostd: Hostd, machine: Machine) -> bool:
+async def stays_for_delete(hostd: HostVms, machine: Machine) -> bool:
     """Before a delete: cancel a migration out of this host in flight and wait for its
     end; whether the VM is (still) here to be deleted."""
     sender, session = machine.sender, machine.session
@@ -297,7 +327,7 @@ async def stays_for_delete(hostd: Hostd, machine: Machine) -> bool:
     return facts.host in ("", hostd.me)
 
 
-async def send(hostd: Hostd, command: HostVmMigrateOut, cause: Cause) -> None:
+async def send(hostd: HostVms, command: HostVmMigrateOut, cause: Cause) -> None:
     """Migrate the running VM to ``command.to_host``; its facts either way."""
     machine = hostd.machine(command.vm)
     async with machine.lock:
@@ -313,27 +343,26 @@ async def send(hostd: Hostd, command: HostVmMigrateOut, cause: Cause) -> None:
         reason = failure_reason(seen, command.to_host)
         log.warning("vm %s: %s", command.vm, reason)
         await _carry_on(machine)
-        failed = VmMigrationFailed(**hostd._answer(cause, "migration_failed"), vm=command.vm,
+        failed = VmMigrationFailed(**hostd.facts.answer(cause, "migration_failed"), vm=command.vm,
                                    reason=reason)  # fmt: skip
-        await hostd._append(failed)
+        await hostd.facts.append(failed)
         return
     log.info("vm %s: migrated to %s in %d ms (downtime %d ms, %.0f MiB sent)", command.vm,
              command.to_host, seen.total_ms, seen.downtime_ms, seen.transferred_bytes / MIB)
-    migrated = VmMigrated(**hostd._answer(cause, "migrated"), vm=command.vm,
+    migrated = VmMigrated(**hostd.facts.answer(cause, "migrated"), vm=command.vm,
                           from_host=hostd.me, to_host=command.to_host)  # fmt: skip
-    await hostd._append(migrated)
+    await hostd.facts.append(migrated)
     async with machine.lock:
         await machine.shutdown(0)
-        await hostd._unplug(machine)
+        await hostd.unplug(machine)
         await asyncio.to_thread(shutil.rmtree, machine.runtime.path, True)
-    hostd.machines.pop(command.vm, None)
-    hostd.timings.pop(command.vm, None)
-    released = HostVmReleased(**hostd._answer(cause, "vm_released"), host=hostd.me,
+    hostd.forget(command.vm)
+    released = HostVmReleased(**hostd.facts.answer(cause, "vm_released"), host=hostd.me,
                               vm=command.vm, reason="migrated")  # fmt: skip
-    await hostd._append(released)
+    await hostd.facts.append(released)
 
 
-async def _migrate(hostd: Hostd, machine: Machine, uri: str) -> MigrationFigures:
+async def _migrate(hostd: HostVms, machine: Machine, uri: str) -> MigrationFigures:
     """Run QEMU's migration to ``uri`` to its end (under the VM's lock)."""
     if not machine.runs():
         return MigrationFigures(status="failed", error=f"QEMU does not run on {hostd.me}")
@@ -388,7 +417,7 @@ async def _carry_on(machine: Machine) -> None:
 
 
 async def fence(
-    hostd: Hostd, machine: Machine, facts: rules.VmFacts, *, force: bool = False
+    hostd: HostVms, machine: Machine, facts: rules.VmFacts, *, force: bool = False
 ) -> None:
     """Stop a VM that is not this host's (no report) and remove what ``leftovers`` allows.
 
@@ -405,12 +434,11 @@ async def fence(
             log.warning("vm %s: runs here but belongs to %s: stopped", machine.vm,
                         facts.host or "nobody")
         await machine.shutdown(0)
-        await hostd._unplug(machine)
+        await hostd.unplug(machine)
         if what == "runtime and disks":
             spec = machine.spec or machine.runtime.read_spec()
             kind = spec.store if spec is not None else await lookup.store_of_vm(
                 hostd.log, machine.vm)
             await asyncio.to_thread(open_store(hostd.config, kind).delete_disks, machine.vm)
         await asyncio.to_thread(shutil.rmtree, machine.runtime.path, True)
-    hostd.machines.pop(machine.vm, None)
-    hostd.timings.pop(machine.vm, None)
+    hostd.forget(machine.vm)

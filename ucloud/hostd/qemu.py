@@ -35,7 +35,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from ucloud.errors import VmError
-from ucloud.events.types import Nic, Resources, RestartPolicy, StoreKind
+from ucloud.events.types import NicNetwork, Resolved, StoreKind, VmSpec, spec_fields
 
 Accel = Literal["kvm", "tcg"]
 MACHINE = "q35"
@@ -43,17 +43,22 @@ UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 LAUNCH_TIMEOUT_S = 60.0
 
 
-class StartSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """What a VM is started with: the fields of ``host.vm_start`` and the image's store."""
+class StartSpec(VmSpec, frozen=True, kw_only=True):
+    """What a VM is started with (its ``vm.json``): the VM's spec, its image's store and its
+    NICs' networks, all that a stop, a restart or a delete needs of it later.
 
-    vm: str
-    owner: str
-    name: str
-    spec: Resources
-    image: str
+    ``networks`` is None in a ``vm.json`` written before it was kept (and while the spec is
+    not resolved yet): the networks are then read from the log.
+    """
+
     store: StoreKind = "fs"
-    nics: tuple[Nic, ...] = ()
-    restart: RestartPolicy = "always"
+    networks: tuple[NicNetwork, ...] | None = None
+
+    @classmethod
+    def of(cls, vm: VmSpec, resolved: Resolved | None = None) -> StartSpec:
+        if resolved is None:
+            return cls(**spec_fields(vm))
+        return cls(**spec_fields(vm), store=resolved.store, networks=resolved.networks)
 
 
 class TapNic(msgspec.Struct, frozen=True, kw_only=True):
