@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 import pytest
 
 from tests.integration.gateway_harness import Running, User, gateway_config, running_gateway
+from ucloud import events as ev
 from ucloud.config import Config
+from ucloud.gateway.idempotency import Record, record_key
 from ucloud.ids import new_id
 
 pytestmark = pytest.mark.servers
@@ -139,3 +142,32 @@ async def test_the_document_names_the_header(gw: Running) -> None:
     assert {"name": "Idempotency-Key", "in": "header"}.items() <= create["parameters"][0].items()
     assert "422" in create["responses"]
     assert "parameters" not in document["paths"]["/v1/vms"]["get"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_request_run_again_appends_nothing_new(gw: Running, alice: User) -> None:
+    """A gateway that appended and died before keeping the answer leaves its claim open:
+    the retry runs the request again with the same seed, so with the same ids."""
+    client = gw.client(alice)
+    key = new_id()
+    body = vm_body()
+    first = await client.post("/v1/vms", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 202, first.text
+    where = record_key(gw.config.etcd.secrets_prefix, "alice", "POST", "/v1/vms", key)
+    raw = await gw.store.get(where)
+    assert raw is not None
+    stored = msgspec.json.decode(raw, type=Record)
+    await gw.store.put(where, msgspec.json.encode(
+        msgspec.structs.replace(stored, started_ms=0, status=0, body=b"")
+    ))
+    before = await gw.last_seq()
+    again = await client.post("/v1/vms", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"] and "Idempotent-Replayed" not in again.headers
+    assert await gw.last_seq() == before
+    # what a run again appends has the first run's ids, and the log keeps one copy
+    events, last = await gw.log.load("vm", first.json()["id"])
+    requested = events[0].event
+    assert isinstance(requested, ev.VmRequested)
+    assert await gw.log.append(requested, expected=0) == events[0].seq
+    assert (await gw.log.load("vm", first.json()["id"]))[1] == last
