@@ -14,8 +14,9 @@ request's *seed* (a fresh id the first arrival draws) and, once answered, the an
   with the seed; the ids of what it appends derive from the seed (``Call.new_id``).
 - Answered, same body: the stored answer, with ``Idempotent-Replayed: true``.
 - Different body: 422 naming the header; nothing is run.
-- In flight (claimed, not answered): wait up to ``WAIT_S`` for the answer, then 409 with
-  ``Retry-After`` ("in progress, retry").
+- In flight (claimed, not answered): wait for the answer as long as the first request may
+  wait for the projection (``gateway.read_your_writes_s``) and ``WAIT_MARGIN_S`` more, then
+  409 with ``Retry-After`` ("in progress, retry").
 - Open: the request failed without an answer worth keeping (a refusal, an unavailable
   backend, a projection that did not catch up) or its gateway died (a claim older than
   ``STALE_MS``). The next retry takes the claim over (guarded by the value it read) and
@@ -48,7 +49,7 @@ HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 TTL_S = 24 * 3600
 STALE_MS = 60_000  # a claim this old belongs to a gateway that died: take it over
-WAIT_S = 10.0  # how long a retry waits for the first request's answer
+WAIT_MARGIN_S = 5.0  # a retry waits for the first answer as long as the first may take
 POLL_S = 0.1
 MAX_KEY = 255
 
@@ -131,7 +132,6 @@ class Records:
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
-_running: set[asyncio.Task[Answer]] = set()  # claimed requests, kept until they end
 
 
 def idempotent(gw: Gateway, endpoint: Endpoint) -> Endpoint:
@@ -139,6 +139,8 @@ def idempotent(gw: Gateway, endpoint: Endpoint) -> Endpoint:
     records = Records(gw.store)
     prefix = gw.config.etcd.secrets_prefix
     handler = endpoint.handler
+    wait_s = gw.config.gateway.read_your_writes_s + WAIT_MARGIN_S
+    running: set[asyncio.Task[Answer]] = set()  # claimed requests, kept until they end
 
     async def run(call: Call) -> Answer:
         value = call.request.headers.get(HEADER)
@@ -148,7 +150,7 @@ def idempotent(gw: Gateway, endpoint: Endpoint) -> Endpoint:
         request = call.request
         key = record_key(prefix, call.principal.name, request.method, request.url.path, value)
         print_ = fingerprint(call.body)
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + wait_s
         while True:
             record, seen = await records.read(key)
             verdict = judge(record, print_, _now_ms())
@@ -184,8 +186,8 @@ def idempotent(gw: Gateway, endpoint: Endpoint) -> Endpoint:
             return answer
 
         task = asyncio.ensure_future(execute())
-        _running.add(task)
-        task.add_done_callback(_running.discard)
+        running.add(task)
+        task.add_done_callback(running.discard)
         return await asyncio.shield(task)  # a client that goes away does not stop it
 
     return dataclasses.replace(
