@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from bench.common import embedded_servers, report
+from bench.common import embedded_servers, post_once, report
 from ucloud import events as ev
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
@@ -121,7 +121,7 @@ class Cloud:
 
     async def create(self, name: str, image: str, ram_mib: int) -> str:
         assert self.http is not None
-        answer = await self.http.post("/v1/vms", json={
+        answer = await post_once(self.http, "/v1/vms", {
             "name": name, "image": image, "cpu": 1, "ram": f"{ram_mib}M", "ssd": 1,
         })  # fmt: skip
         answer.raise_for_status()

@@ -6,15 +6,20 @@ prints its figures for people and, as the last line, one JSON object of metrics.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
+import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from ucloud.config import Config, EtcdConfig, NatsConfig
 from ucloud.servers import EmbeddedEtcd, EmbeddedNats
@@ -84,6 +89,30 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+
+
+async def post_once(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
+    """POST with one ``Idempotency-Key`` through connection faults, 502/503/504 and a key
+    in progress (as the CLI does): a create whose answer was lost makes one resource."""
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            answer = await client.post(path, json=body, headers=headers)
+        except httpx.TransportError as exc:
+            if delay is None:
+                raise
+            reason = str(exc) or type(exc).__name__
+        else:
+            busy = answer.status_code == 409 and "Retry-After" in answer.headers
+            if delay is None or not (answer.status_code in (502, 503, 504) or busy):
+                return answer
+            reason = f"HTTP {answer.status_code}"
+        print(f"retrying {path} in {delay:g}s: {reason}", file=sys.stderr, flush=True)
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def rate(count: int, seconds: float) -> float:

@@ -33,7 +33,7 @@ import httpx
 import msgspec
 
 from bench.boot import image_cache, kill_leftovers, percentile
-from bench.common import embedded_servers, report
+from bench.common import embedded_servers, post_once, report
 from ucloud import events as ev
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
@@ -159,7 +159,7 @@ async def chain_s(pair: Pair, vm: str) -> float:
 
 async def rounds(pair: Pair, count: int, ram_mib: int) -> dict[str, Any]:
     assert pair.http is not None
-    answer = await pair.http.post("/v1/vms", json={
+    answer = await post_once(pair.http, "/v1/vms", {
         "name": "mover", "image": "tiny", "cpu": 1, "ram": f"{ram_mib}M", "ssd": 1,
     })  # fmt: skip
     answer.raise_for_status()

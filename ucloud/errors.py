@@ -164,6 +164,8 @@ class Unreachable(ClientError):
 class ApiError(ClientError):
     """The gateway's ``{"error", "field"}`` answer, with the HTTP status."""
 
+    retry_after_s: int | None = None  # the answer's Retry-After, if it had one
+
     def __init__(self, status: int, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}" if field else reason)
         self.status = status

@@ -4,13 +4,23 @@ Every answer becomes either decoded JSON or one of the ``ClientError``s: the gat
 ``{"error", "field"}`` body as ``ApiError``, a rejected token as ``NotLoggedIn``, a refused
 or silent connection as ``Unreachable`` naming the URL. The token goes only into the
 ``Authorization`` header; it is in no message, log line or repr.
+
+A logged-in POST carries a fresh ``Idempotency-Key`` and is retried with the same key, a
+bounded number of times with growing pauses (``RETRY_DELAYS_S``), when the connection
+failed or the gateway (or a proxy) answered 502, 503 or 504, or said the first request
+with the key is still in progress: the gateway answers a retry with the first answer, so
+a create whose answer was lost makes one resource, not two. Each retry is one line for
+people (``retrying in 1s: connection refused``); the last failure is raised as it was.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +29,9 @@ import httpx
 from ucloud.errors import ApiError, NotLoggedIn, Unreachable
 
 DEFAULT_TIMEOUT_S = 30.0
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # one pause before each retry
+IDEMPOTENCY_KEY = "Idempotency-Key"
+RETRIED_STATUSES = frozenset({502, 503, 504})
 
 
 def path(*parts: str) -> str:
@@ -51,9 +64,15 @@ class GatewayClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        retry_delays: Sequence[float] = RETRY_DELAYS_S,
+        report: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.retry_delays = tuple(retry_delays)
+        self.report = report or _to_stderr
+        self.sleep = sleep
         headers = {"Accept": "application/json", "User-Agent": "ucloud-cli"}
         self._authenticated = token is not None
         if token is not None:
@@ -78,7 +97,23 @@ class GatewayClient:
         return self.request("GET", url_path)
 
     def post(self, url_path: str, body: dict[str, Any] | None = None) -> Any:
-        return self.request("POST", url_path, body if body is not None else {})
+        """POST ``body``; logged in, with an idempotency key and retries (see above)."""
+        body = body if body is not None else {}
+        if not self._authenticated:  # a key belongs to a user; a login is not retried
+            return self.request("POST", url_path, body)
+        headers = {IDEMPOTENCY_KEY: str(uuid.uuid4())}
+        for delay in self.retry_delays:
+            try:
+                return self.request("POST", url_path, body, headers=headers)
+            except (Unreachable, ApiError) as exc:
+                reason = retry_reason(exc)
+                if reason is None:
+                    raise
+                if isinstance(exc, ApiError) and exc.retry_after_s is not None:
+                    delay = max(delay, exc.retry_after_s)
+                self.report(f"retrying in {delay:g}s: {reason}")
+                self.sleep(delay)
+        return self.request("POST", url_path, body, headers=headers)
 
     def delete(self, url_path: str) -> Any:
         return self.request("DELETE", url_path)
@@ -111,6 +146,8 @@ class GatewayClient:
             retry_after = response.headers.get("Retry-After", "")
             if response.status_code == 429 and retry_after.isdigit():
                 error = ApiError(429, error.field, f"{error.reason} (retry in {retry_after}s)")
+            if retry_after.isdigit():
+                error.retry_after_s = int(retry_after)
             if response.status_code == 401 and self._authenticated:
                 raise NotLoggedIn(f"the gateway rejected the token ({error})") from error
             raise error
@@ -122,6 +159,21 @@ class GatewayClient:
             raise ApiError(
                 response.status_code, "", f"the gateway answered {method} {url_path} with non-JSON"
             ) from exc
+
+
+def retry_reason(exc: Unreachable | ApiError) -> str | None:
+    """Why a keyed request is worth sending again (None: it is not)."""
+    if isinstance(exc, Unreachable):
+        return exc.detail.split(" (", 1)[0]
+    if exc.status in RETRIED_STATUSES:
+        return exc.reason if exc.reason.startswith("HTTP ") else f"HTTP {exc.status}: {exc.reason}"
+    if exc.status == 409 and exc.field == IDEMPOTENCY_KEY:  # the first is still running
+        return exc.reason
+    return None
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def quiet_http_logging() -> None:

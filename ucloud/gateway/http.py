@@ -26,11 +26,11 @@ from ucloud.errors import (
     InputError,
     LogError,
     ProjectionBehind,
-    RateLimited,
     StoreError,
     UcloudError,
 )
 from ucloud.gateway.auth import Principal
+from ucloud.ids import derive_id, new_id
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ class Call:
     params: dict[str, str]
     body: Any
     request: Request
+    seed: str = ""  # set for a request with an Idempotency-Key (``idempotency``)
+
+    def new_id(self, purpose: str) -> str:
+        """A fresh id, or with an idempotency key one derived from the key's seed, so
+        that a retry of the request appends events of the same ids (which the log drops)."""
+        return derive_id(self.seed, purpose) if self.seed else new_id()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class Endpoint:
     access: Access = "user"
     errors: tuple[int, ...] = ()
     optional_body: bool = False  # an empty body means the body type's defaults
+    idempotent: bool = False  # accepts an Idempotency-Key (``idempotency.idempotent``)
 
 
 class RawJson(bytes):
@@ -100,8 +107,9 @@ def json_response(status: int, body: Any, headers: Mapping[str, str] | None = No
 
 def error_response(exc: InputError) -> Response:
     headers = {}
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after_s)
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:  # RateLimited, an idempotency key in progress
+        headers["Retry-After"] = str(retry_after)
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return json_response(exc.status, {"error": exc.reason, "field": exc.field}, headers)

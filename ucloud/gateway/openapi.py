@@ -32,12 +32,14 @@ def document(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]:
         }
         if endpoint.access != "public":
             operation["security"] = [{"bearer": []}]
-        params = _PARAM.findall(endpoint.path)
-        if params:
-            operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in _PARAM.findall(endpoint.path)
+        ]
+        if endpoint.idempotent:
+            parameters.append(_IDEMPOTENCY_KEY)
+        if parameters:
+            operation["parameters"] = parameters
         if endpoint.body is not None:
             operation["requestBody"] = {
                 "required": not endpoint.optional_body,
@@ -80,11 +82,24 @@ def document(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]:
     }
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Any unique string (a UUID): a retry with the same key within a day answers the "
+        "first answer (with Idempotent-Replayed: true) and appends nothing; the same key "
+        "with another body is a 422; while the first is still running, a 409 with Retry-After"
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
 _REASONS = {
     400: "bad input: the field and the reason",
     401: "no valid token (or a wrong one-time password)",
     403: "only the admin realm may do this",
     404: "no such resource (or not yours)",
     409: "refused in the current state",
+    422: "the Idempotency-Key was used with a different request",
     429: "too many failed attempts: see Retry-After",
 }

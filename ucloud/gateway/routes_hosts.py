@@ -12,6 +12,7 @@ from ucloud.events.base import valid_token
 from ucloud.gateway import rules
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
+from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.schemas import HostCreate
 from ucloud.gateway.sizes import parse_positive_size, parse_size
 from ucloud.gateway.spec import MAX_CPU
@@ -48,7 +49,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             hdd_mib=parse_size(body.hdd, "hdd"),
         )
         event = ev.HostRegistered(
-            **envelope(call.principal), host=body.id, capacity=capacity,
+            **envelope(call.principal, call.new_id("request")), host=body.id, capacity=capacity,
             address=body.address.strip("[]"), router=body.router,
         )
         try:
@@ -80,28 +81,28 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         return act
 
     def drain(call: Call, host: str) -> ev.Event:
-        return ev.HostDrained(**envelope(call.principal), host=host)
+        return ev.HostDrained(**envelope(call.principal, call.new_id("request")), host=host)
 
     def undrain(call: Call, host: str) -> ev.Event:
-        return ev.HostUndrained(**envelope(call.principal), host=host)
+        return ev.HostUndrained(**envelope(call.principal, call.new_id("request")), host=host)
 
     return [
         Endpoint(
             "GET", "/v1/hosts", list_hosts, "All hosts with capacity and use",
             answer=list[HostView], access="admin", errors=_ADMIN,
         ),
-        Endpoint(
+        idempotent(gw, Endpoint(
             "POST", "/v1/hosts", register, "Register a host", status=201, body=HostCreate,
             answer=HostView, access="admin", errors=(400, *_ADMIN, 409),
-        ),
-        Endpoint(
+        )),
+        idempotent(gw, Endpoint(
             "POST", "/v1/hosts/{id}/drain", change("drain", drain),
             "Place no new VMs on the host", status=202, answer=HostView, access="admin",
             errors=(*_ADMIN, 404, 409),
-        ),
-        Endpoint(
+        )),
+        idempotent(gw, Endpoint(
             "POST", "/v1/hosts/{id}/undrain", change("undrain", undrain),
             "Place VMs on the host again", status=202, answer=HostView, access="admin",
             errors=(*_ADMIN, 404, 409),
-        ),
+        )),
     ]

@@ -19,9 +19,9 @@ from ucloud.events.types import StoreKind
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
+from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.schemas import Request
 from ucloud.gateway.state import Gateway, envelope
-from ucloud.ids import new_id
 from ucloud.images.validate import check_image_name
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import FileView, ImageView
@@ -64,14 +64,18 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         check_image_name(body.name)
         if body.public and not principal.admin:
             raise Forbidden("public", "only the admin realm may create public images")
-        if mirror.images.named(principal.name, body.name) is not None:
+        image = call.new_id("image")
+        named = mirror.images.named(principal.name, body.name)
+        if named is not None and named.view.id == image:  # a retry of a request that made it
+            return Answer(202, RawJson(named.raw))
+        if named is not None:
             raise Refused("name", f"you already have an image named {body.name}")
         if body.public and _public_named(mirror.images.all(), body.name) is not None:
             raise Refused("name", f"a public image named {body.name} exists")
         file = own_file(principal, body.file)
-        image = new_id()
         event = ev.ImageRequested(
-            **envelope(principal), image=image, owner=principal.name, name=body.name,
+            **envelope(principal, call.new_id("request")), image=image, owner=principal.name,
+            name=body.name,
             file=file.id, file_name=file.name, file_sha256=file.sha256, store=body.store,
             public=body.public,
         )
@@ -108,16 +112,17 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
                 raise Refused(
                     "id", f"{len(users)} VM(s) use image {view.name}: {', '.join(users[:5])}"
                 )
-            return Decision(ev.ImageDeleteRequested(**envelope(principal), image=image), entry)
+            head = envelope(principal, call.new_id("request"))
+            return Decision(ev.ImageDeleteRequested(**head, image=image), entry)
 
         before = await decide_and_append(gw, "image", image, decide, busy=_BUSY)
         return Answer(202, _raw(mirror.images.get(image), image, before))
 
     return [
-        Endpoint(
+        idempotent(gw, Endpoint(
             "POST", "/v1/images", create, "Make an image from one of your files", status=202,
             body=ImageCreate, answer=ImageView, errors=(400, 401, 403, 409),
-        ),
+        )),
         Endpoint(
             "GET", "/v1/images", list_images, "Public images and yours (admin: all)",
             answer=list[ImageView], errors=(401,),

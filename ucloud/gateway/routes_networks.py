@@ -18,10 +18,10 @@ from ucloud.events.types import Ipam
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
+from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.lookup import check_resource_name, owned
 from ucloud.gateway.schemas import Request
 from ucloud.gateway.state import Gateway, envelope
-from ucloud.ids import new_id
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import NetView, net_vm_key
 
@@ -59,11 +59,15 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         body: NetCreate = call.body
         principal = call.principal
         check_net_name(body.name)
-        if mirror.nets.named(principal.name, body.name) is not None:
+        net = call.new_id("net")
+        named = mirror.nets.named(principal.name, body.name)
+        if named is not None and named.view.id == net:  # a retry of a request that made it
+            return Answer(202, RawJson(named.raw))
+        if named is not None:
             raise Refused("name", f"you already have a network named {body.name}")
-        net = new_id()
         event = ev.NetRequested(
-            **envelope(principal), net=net, owner=principal.name, name=body.name, ipam=body.ipam
+            **envelope(principal, call.new_id("request")), net=net, owner=principal.name,
+            name=body.name, ipam=body.ipam,
         )
         seq = await gw.log.append(event, expected=0)
         await gw.settled(seq)
@@ -98,17 +102,18 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
                 raise Refused(
                     "id", f"{len(users)} VM(s) are attached to network {view.name}: {shown}"
                 )
-            return Decision(ev.NetDeleteRequested(**envelope(principal), net=net), entry)
+            head = envelope(principal, call.new_id("request"))
+            return Decision(ev.NetDeleteRequested(**head, net=net), entry)
 
         # the whole log as it stood: a VM requested before the delete is seen attached
         before = await decide_and_append(gw, "net", net, decide, busy=_BUSY, settle="log")
         return Answer(202, _raw(mirror.nets.get(net), net, before))
 
     return [
-        Endpoint(
+        idempotent(gw, Endpoint(
             "POST", "/v1/networks", create, "Create a network (IPAM none, manual or auto)",
             status=202, body=NetCreate, answer=NetView, errors=(400, 401, 409),
-        ),
+        )),
         Endpoint(
             "GET", "/v1/networks", list_nets, "Your networks (admin: all)",
             answer=list[NetView], errors=(401,),

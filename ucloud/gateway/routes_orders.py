@@ -71,15 +71,18 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
     ]
 
 
-def draft_order(gw: Gateway, head: dict[str, Any], *, vm: str, spec: VmSpec) -> ev.OrderPlaced:
+def draft_order(
+    gw: Gateway, head: dict[str, Any], *, vm: str, spec: VmSpec, order: str = ""
+) -> ev.OrderPlaced:
     """The ``order.placed`` of a VM about to be requested, priced as its quote is.
 
     ``head`` is the request's envelope (its actor is the owner). Nothing is appended:
-    the caller appends the order, then the VM's ``vm.requested``.
+    the caller appends the order, then the VM's ``vm.requested``. ``order`` is the
+    order's id (default: a fresh one).
     """
     priced = price(gw, spec)
     return ev.OrderPlaced(
-        **head, order=new_id(), owner=head["actor"], vm=vm, spec=spec.resources,
+        **head, order=order or new_id(), owner=head["actor"], vm=vm, spec=spec.resources,
         lines=priced.lines, currency=priced.currency, image=spec.image_name,
         nics=len(spec.networks), decimals=priced.decimals,
     )

@@ -18,10 +18,10 @@ from ucloud.gateway import login
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, raw_list
+from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.schemas import KeyCreate, UserCreate, UserCreatedAnswer
 from ucloud.gateway.sshkeys import parse_public_key
 from ucloud.gateway.state import Gateway, envelope
-from ucloud.ids import new_id
 from ucloud.projections.views import KeyView, UserView
 
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -35,18 +35,19 @@ def check_name(field: str, value: str) -> None:
 
 async def create_user(
     gw: Gateway, name: str, realm: str, actor: str, secret: str | None = None,
-    *, settle: bool = True,
+    *, settle: bool = True, request: str | None = None,
 ) -> str:
     """Create a user and return its TOTP secret; Refused when the name is taken.
 
-    With ``settle`` it returns once the projection shows the user.
+    With ``settle`` it returns once the projection shows the user; ``request`` is the
+    event's id (default: a fresh one).
     """
     check_name("name", name)
     check_name("realm", realm)
     secret = secret or login.new_secret()
     if not await gw.credentials.create(name, realm, secret):
         raise Refused("name", f"user {name} already exists")
-    event = ev.UserCreated(**envelope(actor), user=name, realm=realm)
+    event = ev.UserCreated(**envelope(actor, request), user=name, realm=realm)
     try:
         seq = await gw.log.append(event, expected=0)
     except ConflictError as exc:
@@ -84,7 +85,9 @@ def own_keys(gw: Gateway, principal: Principal) -> tuple[KeyView, ...]:
 def endpoints(gw: Gateway) -> list[Endpoint]:
     async def add_user(call: Call) -> Answer:
         body: UserCreate = call.body
-        secret = await create_user(gw, body.name, body.realm, call.principal.name)
+        secret = await create_user(
+            gw, body.name, body.realm, call.principal.name, request=call.new_id("request")
+        )
         uri = login.provisioning_uri(secret, body.name, body.realm)
         return Answer(201, UserCreatedAnswer(name=body.name, realm=body.realm, otpauth_uri=uri))
 
@@ -104,13 +107,16 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
 
         def decide(events: list[Stored]) -> Decision[KeyView]:
             keys = current_keys(events)
+            key = call.new_id("key")
+            if key in keys:  # a retry of a request that added it
+                return Decision(None, KeyView(id=key, name=body.name, public_key=line))
             if any(k.name == body.name for k in keys.values()):
                 raise Refused("name", f"you already have a key named {body.name}")
             if any(k.public_key.split()[:2] == line.split()[:2] for k in keys.values()):
                 raise Refused("public_key", "this key is already added")
-            key = new_id()
             event = ev.UserKeyAdded(
-                **envelope(call.principal), user=user, key=key, name=body.name, public_key=line
+                **envelope(call.principal, call.new_id("request")), user=user, key=key,
+                name=body.name, public_key=line,
             )
             return Decision(event, KeyView(id=key, name=body.name, public_key=line))
 
@@ -126,18 +132,20 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             key = find_key(current_keys(events), call.params["id"])
             if key is None:
                 raise NotFound("id", f"no key {call.params['id']}")
-            event = ev.UserKeyRemoved(**envelope(call.principal), user=user, key=key.key)
+            event = ev.UserKeyRemoved(
+                **envelope(call.principal, call.new_id("request")), user=user, key=key.key
+            )
             return Decision(event, None)
 
         await decide_and_append(gw, "user", user, decide, busy=("id", _KEYS_CHANGING), settle=None)
         return Answer(204)
 
     return [
-        Endpoint(
+        idempotent(gw, Endpoint(
             "POST", "/v1/users", add_user, "Create a user; the answer holds its TOTP secret, once",
             status=201, body=UserCreate, answer=UserCreatedAnswer, access="admin",
             errors=(400, 401, 403, 409),
-        ),
+        )),
         Endpoint(
             "GET", "/v1/users", list_users, "All users", answer=list[UserView], access="admin",
             errors=(401, 403),
@@ -145,10 +153,10 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         Endpoint(
             "GET", "/v1/keys", list_keys, "Your SSH keys", answer=list[KeyView], errors=(401,)
         ),
-        Endpoint(
+        idempotent(gw, Endpoint(
             "POST", "/v1/keys", add_key, "Add an SSH public key", status=201, body=KeyCreate,
             answer=KeyView, errors=(400, 401, 409),
-        ),
+        )),
         Endpoint(
             "DELETE", "/v1/keys/{id}", remove_key, "Remove one of your SSH keys (id or name)",
             status=204, errors=(401, 404),

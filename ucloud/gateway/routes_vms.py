@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from ucloud import events as ev
 from ucloud.errors import Forbidden, InputError, NotFound, Refused
@@ -25,13 +26,13 @@ from ucloud.gateway import rules
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
+from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.lookup import check_resource_name, owned
 from ucloud.gateway.routes_orders import draft_order
 from ucloud.gateway.routes_users import own_keys
 from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
 from ucloud.gateway.spec import read_spec
 from ucloud.gateway.state import Gateway, envelope
-from ucloud.ids import new_id
 from ucloud.metadata.userdata import encode_user_data, userdata_key
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import VmView
@@ -95,7 +96,11 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         body: VmCreate = call.body
         principal = call.principal
         check_vm_name(body.name)
-        if mirror.vms.named(principal.name, body.name) is not None:
+        vm = call.new_id("vm")
+        named = mirror.vms.named(principal.name, body.name)
+        if named is not None and named.view.id == vm:  # a retry of a request that made it
+            return Answer(202, RawJson(named.raw))
+        if named is not None:
             raise Refused("name", f"you already have a VM named {body.name}")
         spec = read_spec(mirror, principal, body, ready=True)
         assert spec.image is not None  # ready: an image is required
@@ -105,16 +110,15 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         if body.user_data is not None:
             user_data = encode_user_data(body.user_data, gw.config.metadata.max_user_data_bytes)
         macs = await assign_macs(len(networks))
-        vm = new_id()
-        head = envelope(principal)
+        head = envelope(principal, call.new_id("request"))
         order = None
         if body.order:  # priced before anything is written
-            order = draft_order(gw, head, vm=vm, spec=spec)
+            order = draft_order(gw, head, vm=vm, spec=spec, order=call.new_id("order"))
         if user_data is not None:  # before the VM exists, so that its first boot finds it
             await gw.store.put(userdata_key(gw.config.etcd.secrets_prefix, vm), user_data)
         if order is not None:  # first: billing must know the agreed price before the VM
             await gw.log.append(order, expected=0)
-            head = {**head, "id": new_id()}  # same request, caused by the order
+            head = {**head, "id": call.new_id("vm.requested")}  # same request, after the order
         event = ev.VmRequested(
             **head, vm=vm, owner=principal.name, name=body.name, spec=spec.resources,
             image=spec.image.id, keys=keys, restart=body.restart,
@@ -161,13 +165,13 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         return act
 
     def start(call: Call, view: VmView) -> ev.Event:
-        return ev.VmStartRequested(**envelope(call.principal), vm=view.id)
+        return ev.VmStartRequested(**_head(call), vm=view.id)
 
     def stop(call: Call, view: VmView) -> ev.Event:
-        return ev.VmStopRequested(**envelope(call.principal), vm=view.id)
+        return ev.VmStopRequested(**_head(call), vm=view.id)
 
     def delete(call: Call, view: VmView) -> ev.Event:
-        return ev.VmDeleteRequested(**envelope(call.principal), vm=view.id)
+        return ev.VmDeleteRequested(**_head(call), vm=view.id)
 
     def migrate(call: Call, view: VmView) -> ev.Event:
         body: VmMigrate = call.body
@@ -179,7 +183,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             rules.check_migration_target(view, body.host)
         image = mirror.images.get(view.image)
         rules.check_migration_disk(image.view.store if image else "fs", gw.config.images)
-        return ev.VmMigrationRequested(**envelope(call.principal), vm=view.id, host=body.host)
+        return ev.VmMigrationRequested(**_head(call), vm=view.id, host=body.host)
 
     async def events(call: Call) -> Answer:
         ident = call.params["id"]
@@ -204,10 +208,10 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
 
     for_vm = (401, 404, 409)
     return [
-        Endpoint(
+        idempotent(gw, Endpoint(
             "POST", "/v1/vms", create, "Create a VM", status=202, body=VmCreate, answer=VmView,
             errors=(400, 401, 409),
-        ),
+        )),
         Endpoint(
             "GET", "/v1/vms", list_vms, "Your VMs (admin: all)", answer=list[VmView],
             errors=(401,),
@@ -216,19 +220,19 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             "GET", "/v1/vms/{id}", show, "One VM, by id or name", answer=VmView,
             errors=(401, 404),
         ),
-        Endpoint(
+        idempotent(gw, Endpoint(
             "POST", "/v1/vms/{id}/start", intent("start", start), "Start a stopped VM",
             status=202, answer=VmView, errors=for_vm,
-        ),
-        Endpoint(
+        )),
+        idempotent(gw, Endpoint(
             "POST", "/v1/vms/{id}/stop", intent("stop", stop), "Stop a VM", status=202,
             answer=VmView, errors=for_vm,
-        ),
-        Endpoint(
+        )),
+        idempotent(gw, Endpoint(
             "POST", "/v1/vms/{id}/migrate", intent("migrate", migrate),
             "Move a running VM to another host (admin may name it)", status=202, body=VmMigrate,
             optional_body=True, answer=VmView, errors=(400, 401, 403, 404, 409),
-        ),
+        )),
         Endpoint(
             "DELETE", "/v1/vms/{id}", intent("delete", delete), "Delete a VM", status=202,
             answer=VmView, errors=for_vm,
@@ -238,6 +242,10 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             answer=list[AuditLine], errors=(401, 404),
         ),
     ]
+
+
+def _head(call: Call) -> dict[str, Any]:
+    return envelope(call.principal, call.new_id("request"))
 
 
 def _by_id(entry: Entry[VmView]) -> str:

@@ -66,9 +66,12 @@ class Gateway:
         return self.config.etcd.prefix + relative
 
 
-def envelope(principal: Principal | str) -> dict[str, Any]:
-    """The envelope of an event a user request appends: the request is its own cause."""
-    request = new_id()
+def envelope(principal: Principal | str, request: str | None = None) -> dict[str, Any]:
+    """The envelope of an event a user request appends: the request is its own cause.
+
+    ``request`` is the event's id (default: a fresh one; ``Call.new_id`` for a request
+    that may be retried)."""
+    request = request or new_id()
     actor = principal if isinstance(principal, str) else principal.name
     return {
         "id": request,
