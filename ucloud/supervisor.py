@@ -12,7 +12,10 @@ Theory of operation:
 - A service that raises, or returns (a service works until cancelled), is restarted after
   ``Backoff.delay(failures)`` seconds: doubling from ``base_s``, capped at ``cap_s``. A run
   that lasted ``stable_s`` or longer starts the count afresh.
-- ``stop()`` cancels every task and waits for them (at most ``stop_timeout_s``).
+- ``stop()`` cancels every task and waits for them (at most ``stop_timeout_s``). The bound
+  exceeds what a service takes to stop its children (an image build: 30 s, then SIGKILL),
+  so that ``ucloud up`` never exits before what it started has ended; it stays below
+  the units' ``TimeoutStopSec``.
 
 The supervisor never opens or closes the connections: its caller does (``connected``).
 """
@@ -34,6 +37,8 @@ from ucloud.services import Service, ServiceContext, resolve
 from ucloud.store import Store
 
 log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 45.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,7 @@ class Supervisor:
         backoff: Backoff | None = None,
         resolver: Callable[[str], Service] = resolve,
         clock: Callable[[], float] = time.monotonic,
-        stop_timeout_s: float = 10.0,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
         metrics: ProcessMetrics | None = None,
     ) -> None:
         self.config = config

@@ -85,3 +85,14 @@ def test_serve_says_ready_then_stopping(config: Config, tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_stop_bounds_nest() -> None:
+    """A build child stops within the supervisor's bound, which ends before systemd's: else
+    a stopping service is killed with its build still running."""
+    from ucloud.imagebuild import child, groups
+    from ucloud.supervisor import STOP_TIMEOUT_S
+
+    assert groups.STOP_S < child.STOP_S < STOP_TIMEOUT_S
+    for name in SERVICES:
+        assert STOP_TIMEOUT_S < float(unit(name)["Service"]["TimeoutStopSec"])

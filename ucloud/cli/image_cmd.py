@@ -19,6 +19,7 @@ from ucloud import config as config_mod
 from ucloud.cli import image_client
 from ucloud.client import locate as common
 from ucloud.imagebuild import NAMES, build
+from ucloud.imagebuild.groups import stop_with_parent
 
 
 def register(sub: Any) -> None:
@@ -37,6 +38,8 @@ def register(sub: Any) -> None:
     )
     b.add_argument("--data-dir", type=Path, help="data directory (default: the config's)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    # A service running the build passes its pid: the build stops when that process dies.
+    b.add_argument("--stop-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     b.set_defaults(func=_build)
 
 
@@ -54,14 +57,19 @@ def cache_dir(args: argparse.Namespace) -> Path:
 
 
 def _build(args: argparse.Namespace) -> int:
-    # A service stopping the build sends SIGTERM: unwind, so the scratch tree is removed.
+    # A service stopping the build sends SIGTERM: unwind, so that the command running is
+    # stopped with its whole process group and the scratch tree is removed (groups.py).
     signal.signal(signal.SIGTERM, _terminated)
+    if args.stop_with_parent is not None:
+        stop_with_parent(args.stop_with_parent)
     path = build(args.name, cache_dir(args), force=args.force, progress=_progress)
     print(path)
     return 0
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM must not cut the cleanup short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 

@@ -9,13 +9,13 @@ keeps the cache, the lock and the final rename; a recipe only writes inside ``wo
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ucloud.errors import ImageBuildError
+from ucloud.imagebuild.groups import run_in_group
 
 # The Debian release of the images, and the files every recipe shares.
 SUITE = "bookworm"
@@ -61,19 +61,22 @@ class BuildContext:
         return ImageBuildError(self.name, self._step, reason)
 
     def run(self, argv: Sequence[str | Path], *, input: bytes | None = None) -> str:
-        """Run a command; its failure becomes an ImageBuildError with the output's tail."""
+        """Run a command; its failure becomes an ImageBuildError with the output's tail.
+
+        It runs in a process group of its own, stopped whole if the build is stopped.
+        """
         return self.run_bytes(argv, input=input).decode(errors="replace")
 
     def run_bytes(self, argv: Sequence[str | Path], *, input: bytes | None = None) -> bytes:
         args = [str(a) for a in argv]
         try:
-            done = subprocess.run(args, input=input, capture_output=True, check=False)
+            code, stdout, stderr = run_in_group(args, input)
         except FileNotFoundError as exc:
             raise self.fail(f"{args[0]} not found: {_install_hint(args[0])}") from exc
-        if done.returncode != 0:
-            output = (done.stdout + done.stderr).decode(errors="replace")[-_OUTPUT_TAIL:]
-            raise self.fail(f"{' '.join(args[:3])} ... exited {done.returncode}:\n{output}")
-        return done.stdout
+        if code != 0:
+            output = (stdout + stderr).decode(errors="replace")[-_OUTPUT_TAIL:]
+            raise self.fail(f"{' '.join(args[:3])} ... exited {code}:\n{output}")
+        return stdout
 
     def data(self, relative: str) -> bytes:
         return (self.package_dir / relative).read_bytes()
