@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ucloud import events as ev
-from ucloud.eventlog import Stored
+from ucloud.events import Stored
 from ucloud.hostd import rules
 from ucloud.hostd.rules import Adopt, Desired, Start, Stop, VmFacts
 

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from ucloud import events as ev
-from ucloud.eventlog import Stored
+from ucloud.events import Stored
 from ucloud.hostd import migrate, rules
 from ucloud.hostd.qemu import Launch, qemu_argv
 from ucloud.hostd.rules import Adopt, Desired, Receive, Stop, VmFacts

@@ -47,13 +47,14 @@ from datetime import UTC, datetime
 from ucloud.config import SchedulerConfig
 from ucloud.consumer import delivery, run_consumer
 from ucloud.errors import ConflictError, DecodeError, LogError
-from ucloud.eventlog import EventLog, Record, Stored
+from ucloud.eventlog import EventLog, Record
 from ucloud.events import (
     Cause,
     Event,
     HostDown,
     HostVmPlaced,
     HostVmReleased,
+    Stored,
     VmDeleted,
     VmDeleteRequested,
     VmRequested,

@@ -35,7 +35,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ucloud.eventlog import Stored
 from ucloud.events import (
     Event,
     HostVmDelete,
@@ -43,6 +42,7 @@ from ucloud.events import (
     HostVmMigrateOut,
     HostVmStart,
     HostVmStop,
+    Stored,
     VmCrashed,
     VmDeleted,
     VmDeleteRequested,
