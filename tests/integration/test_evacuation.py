@@ -35,10 +35,10 @@ from ucloud.events.types import StoreKind
 from ucloud.handlers.dispatcher import Dispatcher
 from ucloud.handlers.dispatcher import run as run_dispatcher
 from ucloud.handlers.evacuation import Evacuator
+from ucloud.handlers.ledger import LedgerFollower
 from ucloud.handlers.liveness import run_monitor
 from ucloud.handlers.migration import Migrations
 from ucloud.handlers.netalloc import run as run_netalloc
-from ucloud.handlers.scheduler import LedgerFollower
 from ucloud.handlers.scheduler import run as run_scheduler
 from ucloud.hostd.lease import alive_prefix
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir

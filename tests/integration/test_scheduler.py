@@ -16,7 +16,8 @@ from ucloud.config import Config
 from ucloud.eventlog import EventLog
 from ucloud.events import Cause, Resources
 from ucloud.handlers import scheduler
-from ucloud.handlers.scheduler import LedgerFollower, Scheduler
+from ucloud.handlers.ledger import LedgerFollower
+from ucloud.handlers.scheduler import Scheduler
 from ucloud.ids import new_id
 from ucloud.services import ServiceContext
 from ucloud.store import Store

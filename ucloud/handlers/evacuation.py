@@ -54,8 +54,8 @@ from ucloud.events import (
     VmLost,
     VmMigrationFailed,
 )
+from ucloud.handlers.ledger import LedgerFollower, Taken, reserve
 from ucloud.handlers.placement import NoCapacity, place
-from ucloud.handlers.scheduler import LedgerFollower
 from ucloud.lifecycle import VmLife, fold
 
 log = logging.getLogger(__name__)
@@ -263,15 +263,11 @@ class Evacuator:
             log.warning("vm %s: cannot evacuate from %s yet: %s", vm, down.host, outcome.reason)
             return False
         host = outcome.host
-        expected = follower.ledger.seq_of(host)
         placed = HostVmPlaced(
             **cause.envelope(f"evacuate/{vm}/{last}/placed/{host}"), host=host, vm=vm,
             resources=spec,
         )
-        try:
-            follower.expect(host, await self.log.append(placed, expected=expected))
-        except ConflictError:
-            follower.expect(host, expected + 1)
+        if isinstance(await reserve(follower, placed), Taken):
             return False
         evacuated = VmEvacuated(
             **cause.envelope(f"evacuated/{vm}/{last}/{host}"), vm=vm, from_host=down.host,

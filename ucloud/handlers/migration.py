@@ -19,8 +19,8 @@ request it loads the VM: a request that is not the one in flight is ignored; a V
 no longer runs, or runs on the named host already, fails the migration
 (``migration_failed`` appended with OCC on the VM). Otherwise the destination is the
 admin's host if it fits, else ``place()`` over every host but the source (the scheduler's
-rules and policy); the reservation is appended with OCC on that host, exactly as the
-scheduler does, and the destination's hostd is told. No host fits: ``migration_failed``
+rules and policy); the reservation is appended with OCC on that host (``ledger.reserve``, as the
+scheduler does), and the destination's hostd is told. No host fits: ``migration_failed``
 naming the resource.
 
 When a migration ends (``migrated``, ``migration_failed``) or the VM is deleted, the
@@ -56,8 +56,8 @@ from ucloud.events import (
     VmMigrationRequested,
     subject,
 )
+from ucloud.handlers.ledger import LedgerFollower, reserve
 from ucloud.handlers.placement import CapacityLedger, NoCapacity, Placement, Policy, place
-from ucloud.handlers.scheduler import LedgerFollower
 from ucloud.lifecycle import VmLife, fold
 
 log = logging.getLogger(__name__)
@@ -199,18 +199,12 @@ class Migrations:
         if isinstance(outcome, NoCapacity):
             return outcome
         host = outcome.host
-        expected = follower.ledger.seq_of(host)
         placed = HostVmPlaced(
             **cause.envelope(f"placed/{host}"), host=host, vm=vm, resources=move.spec,
             migration=True,
         )
-        try:
-            seq = await self.log.append(placed, expected=expected)
-        except ConflictError:
-            follower.expect(host, expected + 1)
-            return _Again.DECIDE
-        follower.expect(host, seq)
-        return host
+        reserved = await reserve(follower, placed)
+        return reserved if isinstance(reserved, str) else _Again.DECIDE
 
     async def _tell(
         self, request: VmMigrationRequested, move: Move, host: str, cause: Cause
