@@ -30,9 +30,10 @@ from ucloud.gateway.state import Gateway, envelope
 from ucloud.ids import new_id
 from ucloud.metadata.userdata import encode_user_data, userdata_key
 from ucloud.projections.mirror import Entry
+from ucloud.projections.ops import Put
 from ucloud.projections.views import VmView
 from ucloud.replay.audit import audit_vm
-from ucloud.store import Guard, Put
+from ucloud.store import Guard
 
 MAX_CPU = 1024
 _RETRIES = 5

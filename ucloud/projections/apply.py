@@ -32,6 +32,7 @@ from ucloud.errors import InputError
 from ucloud.events import Event
 from ucloud.lifecycle import SHOWN, where
 from ucloud.net_addr import eui64, normalize_mac
+from ucloud.projections.ops import Delete, Op, Put
 from ucloud.projections.views import (
     FileView,
     HostView,
@@ -59,7 +60,6 @@ from ucloud.projections.views import (
     vni_key,
 )
 from ucloud.replay.prices import MINUTES_PER_30_DAYS, plain
-from ucloud.store import Delete, Op, Put
 
 State = Mapping[str, Value]
 Change = tuple[str, Value | None]  # key and its new value; None removes the key

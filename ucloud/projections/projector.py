@@ -37,6 +37,7 @@ from ucloud.errors import CheckpointMoved, ConfigError, DecodeError, StoreError
 from ucloud.eventlog import EventLog
 from ucloud.events import decode
 from ucloud.projections.apply import changes
+from ucloud.projections.ops import Delete, Op, Put
 from ucloud.projections.views import (
     POISON,
     PoisonView,
@@ -47,7 +48,7 @@ from ucloud.projections.views import (
     is_projected,
     poison_key,
 )
-from ucloud.store import Delete, Guard, Op, Put, Store, wait_for
+from ucloud.store import Guard, Store, wait_for
 
 if TYPE_CHECKING:
     from ucloud.services import ServiceContext
