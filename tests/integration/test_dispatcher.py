@@ -200,8 +200,8 @@ async def test_a_redelivered_intent_appends_its_command_once(
     failures: dict[str, int] = {}
     real = Dispatcher(event_log)
 
-    async def flaky(intent: ev.Event, seq: int) -> None:
-        await real.handle(intent, seq)
+    async def flaky(intent: ev.Event, seq: int, delivered: int) -> None:
+        await real.handle(intent, seq, delivered)
         if failures.setdefault(intent.id, 0) < 2:  # fails after appending, twice
             failures[intent.id] += 1
             raise RuntimeError("lost the ack")

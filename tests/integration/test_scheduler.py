@@ -147,8 +147,8 @@ async def test_a_redelivered_request_schedules_nothing_twice(
         handler = Scheduler(event_log, follower, config.scheduler)
         request = requested(size(1, 1024))
         seq = await event_log.append(request)
-        await asyncio.gather(*(handler.handle(request, seq) for _ in range(3)))
-        await handler.handle(request, seq)
+        await asyncio.gather(*(handler.handle(request, seq, 1) for _ in range(3)))
+        await handler.handle(request, seq, 1)
         # a delivery that died between the reservation and the scheduling: the VM then
         # got deleted; the next delivery gives the reservation back
         lost = requested(size(2, 1024))
@@ -159,7 +159,7 @@ async def test_a_redelivered_request_schedules_nothing_twice(
         )
         await event_log.append(ev.VmDeleted(id=new_id(), at=now(), actor="x", vm=lost.vm))
         assert await follower.until(lambda ledger: ledger.hosts_of(lost.vm) == ("h2",), 10)
-        await handler.handle(lost, seq)
+        await handler.handle(lost, seq, 1)
         assert await follower.until(lambda ledger: ledger.hosts_of(lost.vm) == (), 10)
     finally:
         await stop(following)

@@ -32,7 +32,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ucloud.consumer import delivery, run_consumer
+from ucloud.consumer import run_consumer
 from ucloud.errors import ConflictError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -131,7 +131,7 @@ class Dispatcher:
         self.log = log_
         self.clock = clock
 
-    async def handle(self, intent: Event, seq: int) -> None:
+    async def handle(self, intent: Event, seq: int, delivered: int) -> None:
         if not isinstance(intent, INTENTS):
             return
         cause = Cause.of(intent, ACTOR, self.clock())
@@ -141,7 +141,7 @@ class Dispatcher:
             if isinstance(outcome, str):
                 log.info("vm %s: %s at %d ignored: %s", intent.vm, intent.tag(), seq, outcome)
                 return
-            if delivery() > 1 and await self.log.find(outcome):
+            if delivered > 1 and await self.log.find(outcome):
                 return
             expected = last if isinstance(outcome, VmDeleted) else None
             try:

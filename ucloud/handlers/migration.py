@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ucloud.config import SchedulerConfig
-from ucloud.consumer import delivery
 from ucloud.errors import ConflictError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -147,14 +146,14 @@ class Migrations:
         self.settings = settings
         self.clock = clock
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         await self.follower.ready.wait()
         if isinstance(event, VmMigrationRequested):
-            await self.start(event)
+            await self.start(event, delivered)
         elif isinstance(event, VmMigrationFailed | VmMigrated | VmDeleted):
-            await self.tidy(event)
+            await self.tidy(event, delivered)
 
-    async def start(self, request: VmMigrationRequested) -> None:
+    async def start(self, request: VmMigrationRequested, delivered: int = 1) -> None:
         cause = Cause.of(request, ACTOR, self.clock())
         for _ in range(self.settings.conflict_retries):
             stored, last = await self.log.load("vm", request.vm)
@@ -168,7 +167,7 @@ class Migrations:
                 if target is _Again.DECIDE:
                     continue
                 if isinstance(target, str):
-                    await self._tell(request, verdict, target, cause)
+                    await self._tell(request, verdict, target, cause, delivered)
                     return
                 verdict = Fail(f"no host to move it to: {target.reason}")
             failed = VmMigrationFailed(
@@ -207,18 +206,20 @@ class Migrations:
         return reserved if isinstance(reserved, str) else _Again.DECIDE
 
     async def _tell(
-        self, request: VmMigrationRequested, move: Move, host: str, cause: Cause
+        self, request: VmMigrationRequested, move: Move, host: str, cause: Cause, delivered: int
     ) -> None:
         command = HostVmMigrateIn(
             **cause.envelope(f"migrate_in/{host}"), host=host, vm=request.vm,
             from_host=move.source,
         )
-        if delivery() > 1 and await self.log.find(command):
+        if delivered > 1 and await self.log.find(command):
             return
         await self.log.append(command)
         log.info("vm %s: migrating from %s to %s", request.vm, move.source, host)
 
-    async def tidy(self, event: VmMigrationFailed | VmMigrated | VmDeleted) -> None:
+    async def tidy(
+        self, event: VmMigrationFailed | VmMigrated | VmDeleted, delivered: int = 1
+    ) -> None:
         """Release the reservations the VM no longer uses."""
         await self.follower.catch_up()
         stored, _ = await self.log.load("vm", event.vm)
@@ -232,7 +233,7 @@ class Migrations:
                 **cause.envelope(f"released/{host}"), host=host, vm=event.vm,
                 reason=f"not used after {event.event_name}",
             )
-            if delivery() > 1 and await self.log.find(released):
+            if delivered > 1 and await self.log.find(released):
                 continue
             await self.log.append(released)
             log.info("vm %s: reservation on %s released (%s)", event.vm, host, released.reason)

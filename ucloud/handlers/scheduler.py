@@ -45,7 +45,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ucloud.config import SchedulerConfig
-from ucloud.consumer import delivery, run_consumer
+from ucloud.consumer import run_consumer
 from ucloud.errors import ConflictError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -105,19 +105,19 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         if isinstance(event, HostDown):
             log.warning("host %s is down; its VMs move after %gs unless it returns",
                         event.host, self.settings.evacuate_after_s)
         elif isinstance(event, VmRequested):
             await self.follower.ready.wait()
-            await self.schedule(event, seq)
+            await self.schedule(event, seq, delivered)
 
-    async def schedule(self, request: VmRequested, seq: int = 0) -> None:
+    async def schedule(self, request: VmRequested, seq: int = 0, delivered: int = 1) -> None:
         cause = Cause.of(request, ACTOR, self.clock())
         mine = ""  # the host this call reserved
         vm: tuple[list[Stored], int] | None = None
-        if seq and delivery() == 1:
+        if seq and delivered == 1:
             # A first delivery takes the request for the whole aggregate: if anything
             # followed it, vm.scheduled (expecting the request's sequence) conflicts, and
             # the VM is loaded then.

@@ -42,7 +42,6 @@ from typing import Any
 import msgspec
 
 from ucloud.config import Config
-from ucloud.consumer import delivery
 from ucloud.errors import InputError, UcloudError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -110,6 +109,7 @@ class Hostd:
         self.machines: dict[str, Machine] = {}
         self.timings: dict[str, StartTiming] = {}
         self.migrations: dict[str, migrate.MigrationFigures] = {}  # the last one out, per VM
+        self.redelivered: set[str] = set()  # commands delivered again: look before answering
 
     def machine(self, vm: str) -> Machine:
         if not valid_token(vm):
@@ -121,8 +121,10 @@ class Hostd:
 
     # --- commands -----------------------------------------------------------------------
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         """The consumer's handler: acts on this host's VM commands."""
+        if delivered > 1:
+            self.redelivered.add(event.id)
         if isinstance(event, HostVmMigrateIn | HostVmMigrateOut | HostVmReleased):
             if event.host == self.me:
                 await self.handle_migration(event, seq)
@@ -482,6 +484,6 @@ class Hostd:
                 "correlation": ident}
 
     async def _append(self, event: Event) -> None:
-        if delivery() > 1 and await self.log.find(event):
+        if event.causation in self.redelivered and await self.log.find(event):
             return
         await self.log.append(event)
