@@ -66,6 +66,7 @@ IDLE_WAIT_S = 5.0  # a fetch that finds nothing for this long is normal idleness
 RETRY_S = 1.0  # pause after a server or connection error before trying again
 _DURABLE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
+
 @dataclass
 class ConsumerCounters:
     """What a runner has done since the process started, for metrics."""

@@ -162,7 +162,8 @@ async def test_a_runner_stopped_mid_batch_leaves_the_rest_to_the_next(
     first_react = reacting(first_log, schedule)
 
     async def hangs_at_k(event: ev.Event, seq: int, delivered: int) -> None:
-        await first_react(event, seq)  # the k-th reaction is appended, its cause not acked
+        # the k-th reaction is appended, its cause not acked
+        await first_react(event, seq, delivered)
         first_seen.add(seq)
         if len(first_seen.items) == k:
             await asyncio.Event().wait()

@@ -55,8 +55,6 @@ from ucloud.events import (
     HostVmPlaced,
     HostVmReleased,
     Stored,
-    VmDeleted,
-    VmDeleteRequested,
     VmRequested,
     VmScheduled,
     VmSchedulingFailed,
@@ -65,6 +63,7 @@ from ucloud.events import (
 from ucloud.handlers import evacuation, migration
 from ucloud.handlers.ledger import LedgerFollower, reserve
 from ucloud.handlers.placement import NoCapacity, place
+from ucloud.lifecycle import VmLife, fold
 from ucloud.services import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -74,12 +73,9 @@ DURABLE = "scheduler"
 SUBJECTS = (subject("vm", "*", "requested"), subject("host", "*", "down"))
 
 
-def settled(events: list[Stored]) -> bool:
+def settled(life: VmLife) -> bool:
     """Whether a VM needs no scheduling: it has a host or a failure, or is going away."""
-    done = (VmScheduled, VmSchedulingFailed, VmDeleted, VmDeleteRequested)
-    return any(isinstance(s.event, done) for s in events) or not any(
-        isinstance(s.event, VmRequested) for s in events
-    )
+    return life.status != "requested" or life.deleting
 
 
 class _Again(enum.Enum):
@@ -126,7 +122,7 @@ class Scheduler:
             if vm is None:
                 vm = await self.log.load("vm", request.vm)
             stored, vm_last = vm
-            if settled(stored):
+            if settled(fold(stored)):
                 await self._release_unused(request, cause, stored, mine)
                 return
             held = self.follower.ledger.hosts_of(request.vm)
