@@ -39,7 +39,7 @@ from nats.js.errors import NotFoundError
 
 from ucloud.config import NatsConfig
 from ucloud.errors import ConflictError, DecodeError, InputError, LogError
-from ucloud.events import Event, decode, encode, subject
+from ucloud.events import Event, Stored, decode, encode, subject
 from ucloud.events.base import SUBJECT_ROOT
 from ucloud.logreader import HEARTBEAT_S, LogReader, Make
 from ucloud.natswire import headers_dict
@@ -148,12 +148,6 @@ class Record:
 
     def event(self) -> Event:
         return decode(self.data)
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    seq: int
-    event: Event
 
 
 class EventLog:

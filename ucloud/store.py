@@ -1,8 +1,9 @@
 """The projection store: every etcd access of ucloud goes through this module.
 
 It speaks etcd v3 through etcd3aio (grpc.aio). Swapping the client means changing this
-file only. Keys are ``str``, values ``bytes``. ``Put``/``Delete``/``DeletePrefix`` are
-plain data so that pure projection code can return them.
+file only. Keys are ``str``, values ``bytes``. The operations it carries out
+(``Put``/``Delete``/``DeletePrefix``) are plain data in ``projections/ops.py``, so that
+pure projection code can return them without importing this module.
 """
 
 from __future__ import annotations
@@ -18,28 +19,11 @@ from etcd3aio import Etcd3Client, EtcdError, prefix_range_end
 from etcd3aio.kv import KVService
 
 from ucloud.errors import StoreError
+from ucloud.projections.ops import Delete, DeletePrefix, Op, Put
 
 _PAGE = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
-    key: str
-    value: bytes
-    lease: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeletePrefix:
-    prefix: str
-
-
-Op = Put | Delete | DeletePrefix
 
 
 @dataclass(frozen=True, slots=True)

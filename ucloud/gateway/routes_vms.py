@@ -35,9 +35,10 @@ from ucloud.gateway.spec import read_spec
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.metadata.userdata import encode_user_data, userdata_key
 from ucloud.projections.mirror import Entry
+from ucloud.projections.ops import Put
 from ucloud.projections.views import VmView
 from ucloud.replay.audit import audit_vm
-from ucloud.store import Guard, Put
+from ucloud.store import Guard
 
 _BUSY = ("status", "the VM kept changing; try again")
 _MAC_TRIES = 16
