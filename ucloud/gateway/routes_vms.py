@@ -20,8 +20,8 @@ from typing import Any
 
 from ucloud import events as ev
 from ucloud.errors import Forbidden, InputError, NotFound, Refused
-from ucloud.eventlog import Stored
 from ucloud.events.base import valid_token
+from ucloud.events.stored import Stored
 from ucloud.gateway import rules
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
