@@ -22,14 +22,28 @@ from typing import Any
 import pytest
 
 from tests.cluster import Cluster
+from tests.conftest import Servers
 from tests.integration.hostd_harness import built
 from tests.multihost import sh, ucloud_binary
+from ucloud.config import NatsConfig
+from ucloud.eventlog import EventLog
+from ucloud.servers import free_port
 
-pytestmark = [
-    pytest.mark.root, pytest.mark.netns, pytest.mark.qemu, pytest.mark.slow,
-    pytest.mark.timeout(420),
-]  # fmt: skip
 START_TARGET_S = 60.0
+
+
+@pytest.mark.servers
+@pytest.mark.timeout(30)
+async def test_the_event_log_takes_the_servers_in_the_order_given(servers: Servers) -> None:
+    """What keeps each process of the cluster on its own node's nats-server: the list is
+    tried in order (past one that is down), not shuffled, and not read as one URL."""
+    down = f"nats://127.0.0.1:{free_port()}"
+    log = await EventLog.connect(NatsConfig(url=f"{down}, {servers.nats.url}"))
+    try:
+        assert log.nc.connected_url is not None
+        assert log.nc.connected_url.port == servers.nats.port
+    finally:
+        await log.close()
 
 
 class Cli:
@@ -54,6 +68,11 @@ class Cli:
         return json.loads(self.run(*argv, "-o", "json", timeout=timeout))
 
 
+@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_a_vm_made_through_one_gateway_is_deleted_through_the_other_after_its_servers_die(
     tmp_path: Path,
 ) -> None:
