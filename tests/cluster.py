@@ -87,6 +87,7 @@ class Process:
         self.popen: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None
         self.said_ready = False
+        self.terminated = False
 
     @property
     def pid(self) -> int:
@@ -96,7 +97,7 @@ class Process:
     def start(self) -> None:
         """Start it; ``wait_ready`` waits for its READY=1."""
         self._close_notify()
-        self.said_ready = False
+        self.said_ready = self.terminated = False
         self.notify_path.unlink(missing_ok=True)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self.notify_path))
@@ -128,10 +129,16 @@ class Process:
             self.popen.kill()
             self.popen.wait()
 
-    def stop(self, timeout: float = 20) -> None:
-        if self.alive():
+    def terminate(self) -> None:
+        """SIGTERM (once): a clean stop begins (``stop`` waits for it)."""
+        if self.alive() and not self.terminated:
             assert self.popen is not None
             self.popen.send_signal(signal.SIGTERM)
+            self.terminated = True
+
+    def stop(self, timeout: float = 20) -> None:
+        self.terminate()
+        if self.popen is not None and self.popen.returncode is None:
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -449,7 +456,9 @@ class Cluster:
 
     def close(self) -> None:
         """Everything this cluster started ends; everything it made is removed."""
-        for process in reversed(self.processes.values()):
+        for process in self.processes.values():  # all at once: they stop side by side
+            process.terminate()
+        for process in self.processes.values():
             process.stop()
         for host in self.hosts:
             if host.config is not None:
