@@ -170,9 +170,13 @@ class EventLog:
         try:
             # A few tries at first, so that a wrong URL is an error, not a hang; once
             # connected, reconnect for ever (nats-py reads the option on each attempt).
+            # Several servers: nats-py takes them as a list (a comma-separated string is
+            # one bad URL to it), tried in the configured order as the event log's reader
+            # tries them, so that each process can be pointed at the servers near it.
             nc = await nats.connect(
-                config.url, name=name, max_reconnect_attempts=3, reconnect_time_wait=0.5,
-                connect_timeout=5, error_cb=report,
+                [u.strip() for u in config.url.split(",") if u.strip()], name=name,
+                max_reconnect_attempts=3, reconnect_time_wait=0.5, connect_timeout=5,
+                error_cb=report, dont_randomize=True,
             )
         except (NatsError, OSError, TimeoutError) as exc:
             raise LogError(f"cannot connect to NATS at {config.url}: {exc}") from exc
