@@ -41,6 +41,21 @@ class NatsConfig(_Section):
     # JetStream sync_interval of the nats-server ``ucloud up`` starts: "always" fsyncs each
     # event before it is acknowledged; an interval ("10ms") trades that for appends/s.
     sync: Annotated[str, msgspec.Meta(pattern=r"^(always|([0-9]+(ns|us|ms|s|m|h))+)$")] = "always"
+    # Who ucloud is to NATS, beside user:password@ or token@ in the URL: a credentials file
+    # (user JWT and NKey seed) or an NKey seed file; the CA file that server certificates
+    # are verified with ("": the system's trust store) and a client certificate and key.
+    # Every connection uses them, the log reader's too. Files, never secrets, here.
+    credentials: str = ""
+    nkey_seed: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.credentials and self.nkey_seed:
+            raise ValueError("set credentials or nkey_seed, not both")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
 
 
 class EtcdConfig(_Section):
