@@ -185,10 +185,12 @@ class SecureEtcd:
         self.directory = directory
         self.port, peer_port = free_port(), free_port()
         server = pki.issue("etcd-server")
-        url, peer = f"https://127.0.0.1:{self.port}", f"http://127.0.0.1:{peer_port}"
+        self.url = f"https://127.0.0.1:{self.port}"
+        peer = f"http://127.0.0.1:{peer_port}"
+        both = f"{self.url},https://[::1]:{self.port}"  # IPv4 and IPv6 loopback
         argv = [
             find_binary("etcd"), "--name", "secure", "--data-dir", str(directory / "data"),
-            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-client-urls", both, "--advertise-client-urls", self.url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"secure={peer}", "--unsafe-no-fsync",
             "--logger", "zap", "--log-level", "info",
@@ -206,7 +208,17 @@ class SecureEtcd:
             time.sleep(0.02)
 
     def endpoint(self, host: str = "localhost") -> str:
-        return f"{host}:{self.port}"
+        return f"{host}:{self.port}" if ":" not in host else f"[{host}]:{self.port}"
+
+    def enable_auth(self, pki: Pki, client: Pair, password: str) -> None:
+        """Add user ``root`` with ``password`` (role root) and turn authentication on,
+        with etcdctl over TLS as ``client``."""
+        tls = ["--endpoints", self.url, "--cacert", str(pki.ca), "--cert", str(client.cert),
+               "--key", str(client.key)]
+        etcdctl = find_binary("etcdctl")
+        for command in (["user", "add", f"root:{password}"], ["role", "add", "root"],
+                        ["user", "grant-role", "root", "root"], ["auth", "enable"]):
+            subprocess.run([etcdctl, *tls, *command], check=True, capture_output=True)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -145,7 +145,7 @@ def system() -> dict[str, Any]:
 async def running_gateway(config: Config) -> AsyncIterator[Running]:
     log = await EventLog.connect(config.nats)
     await log.ensure_stream()
-    store = await Store.connect(config.etcd.endpoints)
+    store = await Store.open(config.etcd)
     data_dir = Path(config.gateway.bootstrap_admin_file).parent
     contexts = {
         name: ServiceContext(config=config, log=log, store=store, name=name, data_dir=data_dir)
