@@ -56,13 +56,15 @@ from tests.multihost import (
     sh,
     ucloud_binary,
 )
+from tests.tls import Pair, Pki
 from ucloud.config import Config
 from ucloud.hostd.radvd import RadvdSupervisor
-from ucloud.servers import EmbeddedEtcd, EmbeddedNats, EtcdCluster, NatsCluster
+from ucloud.servers import EmbeddedEtcd, EmbeddedNats, EtcdCluster, NatsCluster, ServerTls
 
 CONTROL = (1, 2, 3)
 NATS_PORT, NATS_MONITOR_PORT, NATS_ROUTE_PORT = 4222, 8222, 6222
 ETCD_PORT, ETCD_PEER_PORT = 2379, 2380
+ETCD_NAME = "etcd.cluster.test"  # the one name every member's certificate holds (gRPC checks one)
 GATEWAY_PORT = 8080
 # service processes on the control nodes, in start order after gateway 1
 PLACEMENT: tuple[tuple[str, int], ...] = (
@@ -170,9 +172,14 @@ class Node:
 class Cluster:
     """Three control nodes and ``hosts`` hosts, started on enter, all gone on exit."""
 
-    def __init__(self, hosts: int = 2, *, fsync: bool = False) -> None:
+    def __init__(self, hosts: int = 2, *, fsync: bool = False, tls: bool = False) -> None:
         self.host_count = hosts
         self.fsync = fsync  # etcd's fsync and nats-server's sync_interval always
+        # TLS on both engines: clients, nats routes and etcd peers, all verified by a CA of
+        # the cluster's own; every process shows a client certificate
+        self.tls = tls
+        self.pki: Pki | None = None
+        self.client: Pair | None = None
         self.directory = Path(tempfile.mkdtemp(prefix="ucc", dir="/tmp"))  # short: sockets
         self.made = Namespaces()
         self.underlay: Underlay | None = None
@@ -231,20 +238,30 @@ class Cluster:
     def _launch_servers(self) -> None:
         nodes = self.control.values()
         routes = {n.name: f"nats://[{n.address}]:{NATS_ROUTE_PORT}" for n in nodes}
-        peers = {n.name: f"http://[{n.address}]:{ETCD_PEER_PORT}" for n in nodes}
+        scheme = "https" if self.tls else "http"
+        peers = {n.name: f"{scheme}://[{n.address}]:{ETCD_PEER_PORT}" for n in nodes}
+        if self.tls:
+            self.pki = Pki.create(self.directory / "pki")
+            self.client = self.pki.issue("ucloud-client", ["localhost"])
         for node in nodes:
             wrapper = ["ip", "netns", "exec", node.space.name]
+            tls = None
+            if self.pki is not None:
+                pair = self.pki.issue(node.name, [node.address, ETCD_NAME, "localhost"])
+                tls = ServerTls(pair.cert, pair.key, self.pki.ca, verify_clients=True)
             node.nats = EmbeddedNats(
                 self.directory / node.name / "nats", node.address,
                 sync="always" if self.fsync else None, port=NATS_PORT,
                 monitor_port=NATS_MONITOR_PORT, server_name=node.name, wrapper=wrapper,
                 cluster=NatsCluster("ucloud", NATS_ROUTE_PORT,
                                     [r for name, r in routes.items() if name != node.name]),
+                tls=tls,
             ).launch()
             node.etcd = EmbeddedEtcd(
                 self.directory / node.name / "etcd", node.address, fsync=self.fsync,
                 client_port=ETCD_PORT, peer_port=ETCD_PEER_PORT, member=node.name,
                 cluster=EtcdCluster(peers, token=f"ucloud-{self.made.tag}"), wrapper=wrapper,
+                tls=tls,
             ).launch()
         for node in nodes:
             assert node.nats is not None and node.etcd is not None
@@ -255,9 +272,14 @@ class Cluster:
         assert self.underlay is not None
         base = cluster_config(self.directory, self.underlay, "", "")
         shared = self.directory / "shared"
+        nats, etcd = msgspec.structs.replace(base.nats, replicas=3), base.etcd
+        if self.pki is not None and self.client is not None:
+            files = {"ca_file": str(self.pki.ca), "cert_file": str(self.client.cert),
+                     "key_file": str(self.client.key)}
+            nats = msgspec.structs.replace(nats, **files)
+            etcd = msgspec.structs.replace(etcd, server_name=ETCD_NAME, **files)
         return msgspec.structs.replace(
-            base, data_dir=str(self.directory / "data"),
-            nats=msgspec.structs.replace(base.nats, replicas=3),
+            base, data_dir=str(self.directory / "data"), nats=nats, etcd=etcd,
             images=msgspec.structs.replace(
                 base.images, dir=str(shared / "images"), disks_dir=str(shared / "disks"),
                 files_dir=str(shared / "files"), shared=True, settle_s=0.5,
@@ -352,8 +374,9 @@ class Cluster:
             if node.etcd is None or not node.etcd.running:
                 continue
             request = urllib.request.Request(f"{node.etcd.url}/v3/kv/range", data=body)
+            context = node.etcd.tls.context() if node.etcd.tls is not None else None
             try:
-                with urllib.request.urlopen(request, timeout=3) as resp:
+                with urllib.request.urlopen(request, timeout=3, context=context) as resp:
                     kvs = json.loads(resp.read()).get("kvs", [])
             except (urllib.error.URLError, OSError):
                 continue

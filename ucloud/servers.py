@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -77,6 +78,31 @@ def _port_is_free(host: str, port: int) -> bool:
 def _bracketed(host: str) -> str:
     """An IPv6 host in brackets, as ``host:port`` needs it."""
     return f"[{host}]" if ":" in host else host
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS of a server: its certificate and key, the CA that verifies clients (and, in a
+    cluster, the other members), and whether clients must show a certificate of that CA.
+    Clients and cluster peers (nats routes, etcd peers) alike speak TLS."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    verify_clients: bool = False
+
+    def nats_block(self, verify: bool) -> str:
+        check = " verify: true," if verify else ""
+        return (f'tls {{ cert_file: "{self.cert}", key_file: "{self.key}", '
+                f'ca_file: "{self.ca}",{check} timeout: 5 }}')
+
+    def context(self) -> ssl.SSLContext:
+        """A client's context for this server (health checks): the CA, and this
+        certificate as the client's when clients are verified."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if self.verify_clients:
+            context.load_cert_chain(str(self.cert), str(self.key))
+        return context
 
 
 @dataclass(frozen=True)
@@ -187,8 +213,10 @@ class EmbeddedNats(_Child):
         self, directory: Path, host: str = "127.0.0.1", *, sync: str | None = "always",
         port: int = 0, monitor_port: int = 0, server_name: str = "",
         cluster: NatsCluster | None = None, wrapper: Sequence[str] = (),
+        tls: ServerTls | None = None,
     ) -> None:  # fmt: skip
         super().__init__(directory, host, wrapper)
+        self.tls = tls
         self.sync = sync
         self.port = port
         self.monitor_port = monitor_port
@@ -197,7 +225,8 @@ class EmbeddedNats(_Child):
 
     @property
     def url(self) -> str:
-        return f"nats://{_bracketed(self.host)}:{self.port}"
+        scheme = "tls" if self.tls is not None else "nats"
+        return f"{scheme}://{_bracketed(self.host)}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
@@ -233,11 +262,15 @@ class EmbeddedNats(_Child):
         ]
         if self.server_name:
             lines.insert(0, f'server_name: "{self.server_name}"')
+        if self.tls is not None:
+            lines.append(self.tls.nats_block(self.tls.verify_clients))
         if self.cluster is not None:
             routes = ", ".join(f'"{route}"' for route in self.cluster.routes)
+            route_tls = f", {self.tls.nats_block(True)}" if self.tls is not None else ""
             lines.append(
                 f'cluster {{ name: "{self.cluster.name}", '
-                f'listen: "{_bracketed(self.host)}:{self.cluster.port}", routes: [{routes}] }}'
+                f'listen: "{_bracketed(self.host)}:{self.cluster.port}", routes: [{routes}]'
+                f'{route_tls} }}'
             )
         conf = self.directory / "nats.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -270,8 +303,10 @@ class EmbeddedEtcd(_Child):
         self, directory: Path, host: str = "127.0.0.1", *, fsync: bool = True,
         client_port: int = 0, peer_port: int = 0, member: str = "ucloud",
         cluster: EtcdCluster | None = None, wrapper: Sequence[str] = (),
+        tls: ServerTls | None = None,
     ) -> None:  # fmt: skip
         super().__init__(directory, host, wrapper)
+        self.tls = tls
         self.fsync = fsync
         self.client_port = client_port
         self.peer_port = peer_port
@@ -284,11 +319,12 @@ class EmbeddedEtcd(_Child):
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'https' if self.tls is not None else 'http'}://{self.endpoint}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{_bracketed(self.host)}:{self.peer_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{_bracketed(self.host)}:{self.peer_port}"
 
     def start(self) -> EmbeddedEtcd:
         self.launch()
@@ -323,6 +359,14 @@ class EmbeddedEtcd(_Child):
                      "--initial-cluster-state", self.cluster.state]
         if not self.fsync:
             argv.append("--unsafe-no-fsync")
+        if self.tls is not None:
+            tls = self.tls
+            argv += ["--cert-file", str(tls.cert), "--key-file", str(tls.key),
+                     "--trusted-ca-file", str(tls.ca),
+                     "--peer-cert-file", str(tls.cert), "--peer-key-file", str(tls.key),
+                     "--peer-trusted-ca-file", str(tls.ca), "--peer-client-cert-auth"]
+            if tls.verify_clients:
+                argv.append("--client-cert-auth")
         self._spawn(argv)
         return self
 
@@ -332,7 +376,9 @@ class EmbeddedEtcd(_Child):
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
+            context = self.tls.context() if self.tls is not None else None
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1,
+                                        context=context) as resp:  # fmt: skip
                 return bool(json.loads(resp.read()).get("health") == "true")
         except (urllib.error.URLError, OSError, ValueError):
             return False

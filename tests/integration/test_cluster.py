@@ -8,7 +8,9 @@ in network namespaces on an IPv6 underlay. The real CLI logs in as admin at gate
 uploads the tiny guest (filescan and imagescan make it an image in the hosts' shared
 store), makes a network with IPAM auto and a VM on it; gateway 2 sees the VM running.
 Then the nats-server and the etcd member gateway 1 is connected to are killed, and the VM
-is deleted through gateway 2 and the servers left.
+is deleted through gateway 2 and the servers left. The same cluster with TLS on both
+engines (clients, nats routes and etcd peers verified by the cluster's CA) starts and
+works, and turns away clients without TLS.
 """
 
 from __future__ import annotations
@@ -114,3 +116,48 @@ def test_a_vm_made_through_one_gateway_is_deleted_through_the_other_after_its_se
     assert not directory.exists()
     strays = sh("pgrep", "-af", str(directory), check=False).stdout
     assert strays == "", strays
+
+
+@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_cluster_runs_with_tls_on_both_engines(tmp_path: Path) -> None:
+    """Every connection verified by the cluster's CA (clients, nats routes, etcd peers):
+    the services start and work through it, and a client without TLS is turned away."""
+    with Cluster(hosts=1, tls=True) as cluster:
+        admin = Cli(tmp_path / "admin", cluster.gateway_url("gateway1"))
+        admin.run("login", "--name", "admin", "--realm", "admin",
+                  "--secret-file", str(cluster.admin_secret_file))  # fmt: skip
+        net = admin.json("net", "create", "lan", "--ipam", "auto", "--wait")
+        assert net["status"] == "created" and net["prefix"], net  # netalloc, projector
+        token = json.loads((tmp_path / "admin" / "credentials.json").read_text())["token"]
+        other = Cli(tmp_path / "admin2", cluster.gateway_url("gateway2"), token)
+        assert other.json("net", "show", "lan")["id"] == net["id"]
+        node = cluster.control[1]
+        assert node.config is not None
+        assert all(url.startswith("tls://") for url in node.config.nats.url.split(","))
+        assert node.nats is not None and node.etcd is not None
+        plain_nats = node.space.sh(
+            "python3", "-c", PLAIN_NATS.format(host=node.address, port=node.nats.port))
+        assert '"tls_required":true' in plain_nats.replace(" ", ""), plain_nats
+        plain_etcd = node.space.sh(
+            "python3", "-c", PLAIN_ETCD.format(host=node.address, port=node.etcd.client_port))
+        assert plain_etcd.startswith("refused"), plain_etcd
+        cluster.check()
+
+
+# nats-server's INFO line to a plain TCP client says whether it requires TLS
+PLAIN_NATS = (
+    "import socket; s = socket.create_connection(('{host}', {port}), 5); "
+    "print(s.recv(4096).decode())"
+)
+# etcd's health over plain HTTP: an etcd serving TLS only does not answer it
+PLAIN_ETCD = """
+import urllib.request
+try:
+    with urllib.request.urlopen('http://[{host}]:{port}/health', timeout=5) as answer:
+        print('answered', answer.read().decode())
+except Exception as exc:
+    print('refused', type(exc).__name__)
+"""
