@@ -1,4 +1,5 @@
-"""The Starlette application: REST under ``/v1``, health, metrics, the OpenAPI document."""
+"""The Starlette application: REST under ``/v1``, health, metrics, the OpenAPI document and
+its page (``/docs``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp
 
 from ucloud.errors import UcloudError
 from ucloud.gateway import (
+    docs,
     openapi,
     routes_auth,
     routes_console,
@@ -78,6 +80,7 @@ def build_app(gw: Gateway) -> ASGIApp:
         path_route("/healthz", {"GET": healthz}),
         path_route("/metrics", {"GET": metrics}),
         path_route("/openapi.json", {"GET": openapi_json}),
+        *(path_route(path, {"GET": page}) for path, page in docs.pages().items()),
     ]
     app = Starlette(
         routes=served, exception_handlers={HTTPException: http_error, Exception: crash}

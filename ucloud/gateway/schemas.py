@@ -38,23 +38,23 @@ def _size_pattern(first: str) -> str:
 
 
 Size = (
-    Annotated[int, Meta(ge=0, le=MAX_GIB)]
-    | Annotated[str, Meta(pattern=_size_pattern("[0-9]"))]
+    Annotated[int, Meta(ge=0, le=MAX_GIB, examples=[0, 20])]
+    | Annotated[str, Meta(pattern=_size_pattern("[0-9]"), examples=["512M", "1.5T"])]
 )
 PositiveSize = (
-    Annotated[int, Meta(ge=1, le=MAX_GIB)]
-    | Annotated[str, Meta(pattern=_size_pattern("0*[1-9][0-9]"))]
+    Annotated[int, Meta(ge=1, le=MAX_GIB, examples=[2])]
+    | Annotated[str, Meta(pattern=_size_pattern("0*[1-9][0-9]"), examples=["2G"])]
 )
-Cpu = Annotated[int, Meta(ge=1, le=MAX_CPU, description="CPUs")]
-HostCpu = Annotated[int, Meta(ge=1, le=MAX_CPU * 64, description="CPUs")]
+Cpu = Annotated[int, Meta(ge=1, le=MAX_CPU, description="CPUs", examples=[2])]
+HostCpu = Annotated[int, Meta(ge=1, le=MAX_CPU * 64, description="CPUs", examples=[64])]
 # VMs, networks and hosts; users and realms (subject-safe tokens)
-ResourceName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,63}$")]
-UserName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$")]
-KeyName = Annotated[str, Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+ResourceName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,63}$", examples=["web-1"])]
+UserName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$", examples=["alice"])]
+KeyName = Annotated[str, Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", examples=["laptop"])]
 # files and images: letters, digits, '.', '_', '-'; a letter or digit first; no '..'
 _FILE_NAME = r"^[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?$"
-FileName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=128)]
-ImageName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=63)]
+FileName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=128, examples=["debian-12.qcow2"])]
+ImageName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=63, examples=["debian-12"])]
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
