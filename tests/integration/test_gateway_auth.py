@@ -218,6 +218,7 @@ async def test_docs_page_and_its_assets_are_served_from_the_package(gw: Running)
     assert options.status_code == 204
     assert options.headers["allow"] == "GET, DELETE, HEAD, OPTIONS"
     patch = await client.patch("/v1/vms/x")
-    assert patch.status_code == 405 and patch.headers["allow"] == "GET, DELETE, HEAD, OPTIONS"
+    assert patch.status_code == 405
+    assert set(patch.headers["allow"].split(", ")) == {"GET", "DELETE", "HEAD", "OPTIONS"}
     head = await client.head("/docs")
     assert head.status_code == 200 and not head.content
