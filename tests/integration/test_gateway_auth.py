@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -195,3 +196,29 @@ async def test_health_metrics_and_openapi_need_no_token(gw: Running) -> None:
     assert "202" in post_vm["responses"] and "400" in post_vm["responses"]
     missing = await client.get("/v2/nothing")
     assert missing.status_code == 404 and missing.json()["field"] == ""
+
+
+async def test_docs_page_and_its_assets_are_served_from_the_package(gw: Running) -> None:
+    client = gw.client()
+    page = await client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "/openapi.json" in html
+    assert not re.search(r"(?i)\b(https?:)?//[a-z0-9]", html), "the page names another site"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert len(assets) == 3, assets
+    kinds = {".css": "text/css", ".js": "text/javascript", ".png": "image/png"}
+    for asset in assets:
+        answer = await client.get(asset)
+        assert answer.status_code == 200, asset
+        assert answer.headers["content-type"].startswith(kinds[Path(asset).suffix]), asset
+        assert len(answer.content) > 500, asset
+    assert (await client.get("/docs/index.html")).status_code == 404  # only what the page loads
+    options = await client.options("/v1/vms/{id}".replace("{id}", "x"))
+    assert options.status_code == 204
+    assert options.headers["allow"] == "GET, DELETE, HEAD, OPTIONS"
+    patch = await client.patch("/v1/vms/x")
+    assert patch.status_code == 405
+    assert set(patch.headers["allow"].split(", ")) == {"GET", "DELETE", "HEAD", "OPTIONS"}
+    head = await client.head("/docs")
+    assert head.status_code == 200 and not head.content

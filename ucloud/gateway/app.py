@@ -1,4 +1,5 @@
-"""The Starlette application: REST under ``/v1``, health, metrics, the OpenAPI document."""
+"""The Starlette application: REST under ``/v1``, health, metrics, the OpenAPI document and
+its page (``/docs``)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from ucloud.errors import UcloudError
 from ucloud.gateway import (
+    docs,
     openapi,
     routes_auth,
     routes_console,
@@ -26,7 +27,7 @@ from ucloud.gateway import (
     routes_users,
     routes_vms,
 )
-from ucloud.gateway.http import Endpoint, adapt, json_response
+from ucloud.gateway.http import Endpoint, json_response, path_route, routes
 from ucloud.gateway.metrics import MetricsMiddleware
 from ucloud.gateway.state import Gateway
 from ucloud.metrics import CONTENT_TYPE
@@ -74,14 +75,15 @@ def build_app(gw: Gateway) -> ASGIApp:
         reason = str(exc) if isinstance(exc, UcloudError) else "internal error"
         return json_response(500, {"error": reason, "field": ""})
 
-    routes = [adapt(e, gw.auth.authenticate, limit) for e in declared]
-    routes += [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
+    served = routes(declared, gw.auth.authenticate, limit)
+    served += [
+        path_route("/healthz", {"GET": healthz}),
+        path_route("/metrics", {"GET": metrics}),
+        path_route("/openapi.json", {"GET": openapi_json}),
+        *(path_route(path, {"GET": page}) for path, page in docs.pages().items()),
     ]
     app = Starlette(
-        routes=routes, exception_handlers={HTTPException: http_error, Exception: crash}
+        routes=served, exception_handlers={HTTPException: http_error, Exception: crash}
     )
     return MetricsMiddleware(app, gw.metrics)
 

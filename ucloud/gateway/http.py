@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ class Call:
     body: Any
     request: Request
     seed: str = ""  # set for a request with an Idempotency-Key (``idempotency``)
+    query: Any = None  # the endpoint's query Struct, when it declares one
 
     def new_id(self, purpose: str) -> str:
         """A fresh id, or with an idempotency key one derived from the key's seed, so
@@ -79,6 +80,18 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     optional_body: bool = False  # an empty body means the body type's defaults
     idempotent: bool = False  # accepts an Idempotency-Key (``idempotency.idempotent``)
+    params: type | None = None  # a Struct the path parameters must convert to
+    query: type | None = None  # a Struct of the query parameters (``Call.query``)
+    raw_body: str = ""  # the media type of a body the handler streams itself (bytes)
+    description: str = ""  # more than the summary, for the document
+
+
+def deleted_later(what: str, by: str) -> str:
+    """The description of a DELETE that another service carries out."""
+    return (
+        f"Accepted: the {what} is answered with status `deleting` until {by} has removed it;"
+        " from then on it is a 404"
+    )
 
 
 class RawJson(bytes):
@@ -115,10 +128,40 @@ def error_response(exc: InputError) -> Response:
     return json_response(exc.status, {"error": exc.reason, "field": exc.field}, headers)
 
 
+def routes(
+    endpoints: Sequence[Endpoint], authenticate: Callable[[str | None], Principal], max_body: int
+) -> list[Route]:
+    """One Starlette route per path, whatever its methods: a method the path does not have is
+    a 405 whose ``Allow`` names all that it has, and ``OPTIONS`` answers 204 with that
+    ``Allow`` (HEAD is answered wherever GET is)."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+    return [
+        path_route(path, {m: adapt(e, authenticate, max_body) for m, e in methods.items()})
+        for path, methods in by_path.items()
+    ]
+
+
+def path_route(path: str, methods: Mapping[str, Callable[[Request], Awaitable[Response]]]) -> Route:
+    """The route of ``path`` answering each of ``methods`` with its handler, and OPTIONS."""
+    allowed = [*methods, *(["HEAD"] if "GET" in methods else []), "OPTIONS"]
+    allow = ", ".join(allowed)
+
+    async def asgi(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        handler = methods.get(method)
+        if handler is None:
+            return Response(status_code=204, headers={"Allow": allow})
+        return await handler(request)
+
+    return Route(path, asgi, methods=allowed, name=path)
+
+
 def adapt(
     endpoint: Endpoint, authenticate: Callable[[str | None], Principal], max_body: int
-) -> Route:
-    """The Starlette route of an endpoint."""
+) -> Callable[[Request], Awaitable[Response]]:
+    """The request handler of an endpoint."""
     decoder: msgspec.json.Decoder[Any] | None = None
     if endpoint.body is not None:
         decoder = msgspec.json.Decoder(endpoint.body)
@@ -130,6 +173,11 @@ def adapt(
                 principal = authenticate(request.headers.get("authorization"))
                 if endpoint.access == "admin" and not principal.admin:
                     raise Forbidden("realm", "only the admin realm may do this")
+            query = None
+            if endpoint.params is not None:
+                convert(dict(request.path_params), endpoint.params)
+            if endpoint.query is not None:
+                query = convert(dict(request.query_params), endpoint.query)
             body = None
             if decoder is not None:
                 data = await read_body(request, max_body)
@@ -137,7 +185,10 @@ def adapt(
                     data = b"{}"
                 body = decode_body(decoder, data)
             answer = await endpoint.handler(
-                Call(principal=principal, params=request.path_params, body=body, request=request)
+                Call(
+                    principal=principal, params=request.path_params, body=body,
+                    request=request, query=query,
+                )
             )
         except InputError as exc:
             return error_response(exc)
@@ -154,7 +205,7 @@ def adapt(
             return json_response(500, {"error": "internal error", "field": ""})
         return json_response(answer.status, answer.body, answer.headers)
 
-    return Route(endpoint.path, asgi, methods=[endpoint.method], name=endpoint.path)
+    return asgi
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -186,6 +237,14 @@ def decode_body(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
         raise InputError(*field_and_reason(str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise InputError("", f"body is not valid JSON: {exc}") from exc
+
+
+def convert(values: dict[str, str], into: type) -> Any:
+    """Path or query parameters (strings) as the Struct ``into``; InputError naming one."""
+    try:
+        return msgspec.convert(values, into, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InputError(*field_and_reason(str(exc))) from exc
 
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)

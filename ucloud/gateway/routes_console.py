@@ -16,6 +16,7 @@ import msgspec
 from ucloud.errors import Forbidden, InputError, NotFound, Refused
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson
 from ucloud.gateway.lookup import owned
+from ucloud.gateway.schemas import ConsoleQuery
 from ucloud.gateway.state import Gateway
 from ucloud.hostd.console import MAX_CHUNK, ConsoleChunk, ConsoleEndpoint, endpoint_key
 
@@ -59,7 +60,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         Endpoint(
             "GET", "/v1/vms/{id}/console", console,
             "The VM's serial console log from ?offset=N (negative: from the end), owner only",
-            answer=ConsoleChunk, errors=(400, 401, 403, 404, 409),
+            answer=ConsoleChunk, errors=(400, 401, 403, 404, 409), query=ConsoleQuery,
         ),
     ]
 

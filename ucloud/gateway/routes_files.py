@@ -23,6 +23,7 @@ from ucloud.errors import InputError, NotFound, Refused
 from ucloud.files import Version, file_path, record_deletion, record_upload
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, TooLarge, raw_list
+from ucloud.gateway.schemas import FilePath
 from ucloud.gateway.state import Gateway
 from ucloud.ids import new_id
 from ucloud.projections.mirror import Entry
@@ -124,14 +125,15 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         Endpoint(
             "PUT", "/v1/files/{name}", upload,
             "Upload a file (the body is its bytes, streamed); replaces one of the same name",
-            status=201, answer=FileView, errors=(400, 401, 409),
+            status=201, answer=FileView, errors=(400, 401, 409, 413), params=FilePath,
+            raw_body="application/octet-stream",
         ),
         Endpoint("GET", "/v1/files", list_files, "Your files (admin: all)",
                  answer=list[FileView], errors=(401,)),
         Endpoint("GET", "/v1/files/{name}", show, "One file, by name or id", answer=FileView,
-                 errors=(401, 404)),
+                 errors=(401, 404), params=FilePath),
         Endpoint("DELETE", "/v1/files/{name}", delete, "Delete a file", status=204,
-                 errors=(401, 404, 409)),
+                 errors=(400, 401, 404, 409), params=FilePath),
     ]
 
 

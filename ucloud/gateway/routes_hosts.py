@@ -13,9 +13,8 @@ from ucloud.gateway import rules
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
 from ucloud.gateway.idempotency import idempotent
-from ucloud.gateway.schemas import HostCreate
+from ucloud.gateway.schemas import MAX_CPU, HostCreate
 from ucloud.gateway.sizes import parse_positive_size, parse_size
-from ucloud.gateway.spec import MAX_CPU
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import HostView

@@ -18,9 +18,9 @@ from ucloud.events.stored import Stored
 from ucloud.events.types import StoreKind
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
-from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
+from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, deleted_later, raw_list
 from ucloud.gateway.idempotency import idempotent
-from ucloud.gateway.schemas import Request
+from ucloud.gateway.schemas import ImageName, Request
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.images.validate import check_image_name
 from ucloud.projections.mirror import Entry
@@ -31,7 +31,7 @@ _BUSY = ("status", "the image kept changing; try again")
 
 class ImageCreate(Request, kw_only=True):
     file: str  # one of your files, by name or id
-    name: str
+    name: ImageName
     store: StoreKind = "fs"
     public: bool = False  # admin only: visible to every user
 
@@ -134,6 +134,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         Endpoint(
             "DELETE", "/v1/images/{id}", delete, "Delete an image no VM uses", status=202,
             answer=ImageView, errors=(401, 403, 404, 409),
+            description=deleted_later("image", "the image service"),
         ),
     ]
 

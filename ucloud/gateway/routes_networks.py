@@ -17,10 +17,10 @@ from ucloud.events.stored import Stored
 from ucloud.events.types import Ipam
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
-from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
+from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, deleted_later, raw_list
 from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.lookup import check_resource_name, owned
-from ucloud.gateway.schemas import Request
+from ucloud.gateway.schemas import Request, ResourceName
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.projections.mirror import Entry
 from ucloud.projections.views import NetView, net_vm_key
@@ -30,7 +30,7 @@ _NAMED = 10  # attached VMs named in a refusal
 
 
 class NetCreate(Request, kw_only=True):
-    name: str
+    name: ResourceName  # and not one that reads as an id (a UUID)
     ipam: Ipam = "none"  # none: layer 2 only; manual: a /64; auto: a /64 and router adverts
 
 
@@ -125,6 +125,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         Endpoint(
             "DELETE", "/v1/networks/{id}", delete, "Delete a network no VM is attached to",
             status=202, answer=NetView, errors=(401, 404, 409),
+            description=deleted_later("network", "netalloc"),
         ),
     ]
 

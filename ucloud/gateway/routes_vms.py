@@ -25,7 +25,7 @@ from ucloud.events.stored import Stored
 from ucloud.gateway import rules
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
-from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list
+from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, deleted_later, raw_list
 from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.lookup import check_resource_name, owned
 from ucloud.gateway.routes_orders import draft_order
@@ -237,6 +237,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         Endpoint(
             "DELETE", "/v1/vms/{id}", intent("delete", delete), "Delete a VM", status=202,
             answer=VmView, errors=for_vm,
+            description=deleted_later("VM", "its host"),
         ),
         Endpoint(
             "GET", "/v1/vms/{id}/events", events, "The VM's events, as audit lines",

@@ -1,20 +1,60 @@
 """Request and response bodies of the REST API that are not projection views.
 
 Requests forbid unknown fields, so a misspelt field is a 400 naming it rather than a
-silently ignored option. Views (VmView, HostView, KeyView, UserView) are answered as the
-projection stores them.
+silently ignored option. The constraints a request must meet are stated in its types
+(``Meta``): msgspec enforces them as it decodes, and the OpenAPI document shows the same
+ones, so that a body the document calls valid is one the gateway takes. What a type cannot
+say (that a named image exists, that a key parses) the handlers check. Views (VmView,
+HostView, KeyView, UserView) are answered as the projection stores them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from ucloud.events.types import RestartPolicy
+from ucloud.hostd.console import MAX_CHUNK
 
-Size = int | str
+MAX_CPU = 1024  # as many as one VM may have
+MAX_GIB = 1024 * 1024  # 1 PiB
+
+_B = "([Ii]?[Bb])?"
+# Sizes with a unit, each of a whole number of MiB and at most 1 PiB: up to 9 digits of M,
+# 6 of G (or no unit: GiB) and 3 of T, G and T with a quarter, a half or three quarters.
+_QUARTER = r"\.(25|5|75)"
+_SIZE_FORMS = (
+    f"{{m}}{{{{0,8}}}}[Mm]{_B}", f"{{m}}{{{{0,5}}}}([Gg]{_B})?", f"{{m}}{{{{0,2}}}}[Tt]{_B}",
+    f"[0-9]{{{{1,6}}}}{_QUARTER}([Gg]{_B})?", f"[0-9]{{{{1,3}}}}{_QUARTER}[Tt]{_B}",
+)
+_SIZE_DOC = 'GiB as an integer, or a string with a unit M, G or T: "512M", "2G", "1.5T"'
+
+
+def _size_pattern(first: str) -> str:
+    return "^(" + "|".join(form.format(m=first) for form in _SIZE_FORMS) + ")$"
+
+
+Size = (
+    Annotated[int, Meta(ge=0, le=MAX_GIB, examples=[0, 20])]
+    | Annotated[str, Meta(pattern=_size_pattern("[0-9]"), examples=["512M", "1.5T"])]
+)
+PositiveSize = (
+    Annotated[int, Meta(ge=1, le=MAX_GIB, examples=[2])]
+    | Annotated[str, Meta(pattern=_size_pattern("0*[1-9][0-9]"), examples=["2G"])]
+)
+Cpu = Annotated[int, Meta(ge=1, le=MAX_CPU, description="CPUs", examples=[2])]
+HostCpu = Annotated[int, Meta(ge=1, le=MAX_CPU * 64, description="CPUs", examples=[64])]
+# VMs, networks and hosts; users and realms (subject-safe tokens)
+ResourceName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,63}$", examples=["web-1"])]
+UserName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$", examples=["alice"])]
+KeyName = Annotated[str, Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", examples=["laptop"])]
+# files and images: letters, digits, '.', '_', '-'; a letter or digit first; no '..'
+_FILE_NAME = r"^[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?$"
+FileName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=128, examples=["debian-12.qcow2"])]
+ImageName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=63, examples=["debian-12"])]
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,8 +78,8 @@ class Me(msgspec.Struct, kw_only=True):
 
 
 class UserCreate(Request, kw_only=True):
-    name: str
-    realm: str
+    name: UserName
+    realm: UserName
 
 
 class UserCreatedAnswer(msgspec.Struct, kw_only=True):
@@ -49,15 +89,15 @@ class UserCreatedAnswer(msgspec.Struct, kw_only=True):
 
 
 class KeyCreate(Request, kw_only=True):
-    name: str
+    name: KeyName
     public_key: str
 
 
 class VmCreate(Request, kw_only=True):
-    name: str
-    cpu: int
-    ram: Size  # GiB as an integer, or "512M", "2G", "1T"
-    ssd: Size
+    name: ResourceName  # and not one that reads as an id (a UUID)
+    cpu: Cpu
+    ram: PositiveSize  # GiB as an integer, or "512M", "2G", "1T"
+    ssd: PositiveSize
     hdd: Size = 0
     image: str  # image id or name (the owner's, or a public one)
     networks: list[str] = msgspec.field(default_factory=list)  # network ids or names
@@ -70,9 +110,9 @@ class VmCreate(Request, kw_only=True):
 
 
 class QuoteRequest(Request, kw_only=True):
-    cpu: int
-    ram: Size
-    ssd: Size
+    cpu: Cpu
+    ram: PositiveSize
+    ssd: PositiveSize
     hdd: Size = 0
     image: str = ""  # image id or name (the owner's, or a public one); "" for none
     networks: list[str] = msgspec.field(default_factory=list)  # one NIC each
@@ -99,10 +139,10 @@ class VmMigrate(Request, kw_only=True):
 
 
 class HostCreate(Request, kw_only=True):
-    id: str
-    cpu: int
-    ram: Size
-    ssd: Size
+    id: ResourceName
+    cpu: HostCpu
+    ram: PositiveSize
+    ssd: PositiveSize
     hdd: Size = 0
     address: str = ""
     router: bool = False
@@ -125,3 +165,12 @@ class Health(msgspec.Struct, kw_only=True):
 class ErrorBody(msgspec.Struct, kw_only=True):
     error: str
     field: str = ""
+
+
+class FilePath(msgspec.Struct, kw_only=True):
+    name: FileName  # a file's name, or its id (which reads as a name too)
+
+
+class ConsoleQuery(msgspec.Struct, kw_only=True):
+    offset: Annotated[int, Meta(description="from this byte; negative: from the end")] = 0
+    limit: Annotated[int, Meta(ge=1, description="at most this many bytes")] = MAX_CHUNK

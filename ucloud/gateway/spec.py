@@ -15,12 +15,10 @@ from ucloud import events as ev
 from ucloud.errors import InputError, Refused
 from ucloud.gateway.auth import Principal
 from ucloud.gateway.lookup import own_networks, visible_image
-from ucloud.gateway.schemas import QuoteRequest, VmCreate
+from ucloud.gateway.schemas import MAX_CPU, QuoteRequest, VmCreate
 from ucloud.gateway.sizes import parse_positive_size, parse_size
 from ucloud.projections.mirror import Mirror
 from ucloud.projections.views import ImageView, NetView
-
-MAX_CPU = 1024  # as many as one VM may have
 
 
 @dataclass(frozen=True, slots=True)
