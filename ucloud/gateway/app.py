@@ -21,8 +21,11 @@ from ucloud.gateway import (
     routes_files,
     routes_hosts,
     routes_images,
+    routes_invoice,
     routes_networks,
     routes_orders,
+    routes_stream,
+    routes_ui,
     routes_users,
     routes_vms,
 )
@@ -46,6 +49,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         *routes_files.endpoints(gw),
         *routes_images.endpoints(gw),
         *routes_orders.endpoints(gw),
+        *routes_invoice.endpoints(gw),
+        *routes_stream.endpoints(gw),
     ]
 
 
@@ -79,6 +84,7 @@ def build_app(gw: Gateway) -> ASGIApp:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *routes_ui.routes(),
     ]
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: http_error, Exception: crash}
