@@ -16,8 +16,8 @@ has delivered it. A user sees her VMs only, an admin all of them.
 each new one as it is appended, as ``event`` events ``{"seq", "subject", "time",
 "type", "actor", "data"}`` where ``data`` is the event's JSON body as a string.
 
-A comment line goes out every ``HEARTBEAT_S`` seconds of silence, so that a client and
-anything between notice a dead connection.
+On the VM stream a comment line goes out every ``HEARTBEAT_S`` seconds of silence, so
+that a client and anything between notice a dead connection.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import msgspec
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ucloud.errors import InputError
 from ucloud.eventlog import EventLog, Record
@@ -92,7 +93,7 @@ def log_line(record: Record) -> LogLine:
 async def vm_frames(
     mirror: Mirror, principal: Principal, expires_at: float,
     clock: Callable[[], float] = time.time,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The frames of ``/v1/stream/vms`` until the token expires."""
     now = visible_vms(mirror, principal)
     yield frame("snapshot", b"[" + b",".join(raw for _, raw in sorted(now.items())) + b"]")
@@ -119,42 +120,60 @@ async def vm_frames(
 
 async def log_frames(
     log: EventLog, last: int, expires_at: float, clock: Callable[[], float] = time.time
-) -> AsyncIterator[bytes]:
-    """The frames of ``/v1/stream/log``: the last ``last`` events, then new ones."""
+) -> AsyncGenerator[bytes, None]:
+    """The frames of ``/v1/stream/log``: the last ``last`` events, then new ones (the
+    token's expiry is checked as each batch arrives). The read is this generator's own,
+    closed with it."""
     start = max(1, await log.last_sequence() - last + 1)
-    queue: asyncio.Queue[list[Record]] = asyncio.Queue(maxsize=16)
-
-    async def read() -> None:
-        async for batch in log.read(start, follow=True):
-            await queue.put(batch)
-
-    reader = asyncio.create_task(read(), name="dashboard-log-tail")
-    try:
-        while True:
-            left = expires_at - clock()
-            if left <= 0:
+    async with contextlib.aclosing(log.read(start, follow=True)) as batches:
+        async for batch in batches:
+            if expires_at <= clock():
                 yield frame("expired", b"{}")
                 return
-            try:
-                async with asyncio.timeout(min(HEARTBEAT_S, left)):
-                    batch = await queue.get()
-            except TimeoutError:
-                if reader.done():
-                    reader.result()  # raises what ended the read
-                    return
-                yield b": keepalive\n\n"
-                continue
             for record in batch:
                 yield frame("event", _encoder.encode(log_line(record)))
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
 
 
-def event_stream(frames: AsyncIterator[bytes]) -> Answer:
-    response = StreamingResponse(frames, media_type="text/event-stream", headers=_HEADERS)
-    return Answer(200, response)
+class EventStream(StreamingResponse):
+    """A stream whose frames are made in a task of their own, ended by one plain asyncio
+    cancel when the response ends however it ends (the client went away, the server
+    stops): the response's cancel scope cancels every await again, which would cut short
+    the clean-up of what the frames hold (a reader of the log and its connection)."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None]) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
+        self.frames = frames
+        super().__init__(self._relay(), media_type="text/event-stream", headers=_HEADERS)
+
+    async def _produce(self) -> None:
+        try:
+            async with contextlib.aclosing(self.frames) as frames:
+                async for chunk in frames:
+                    await self.queue.put(chunk)
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(None)
+
+    async def _relay(self) -> AsyncGenerator[bytes, None]:
+        while (chunk := await self.queue.get()) is not None:
+            yield chunk
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        producer = asyncio.create_task(self._produce(), name="event-stream")
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            producer.cancel()
+            await asyncio.shield(_ended(producer))
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+def event_stream(frames: AsyncGenerator[bytes, None]) -> Answer:
+    return Answer(200, EventStream(frames))
 
 
 def endpoints(gw: Gateway) -> list[Endpoint]:
