@@ -45,7 +45,20 @@ def _ceph() -> str | None:
     return None
 
 
-_PROBES = {"root": _root, "netns": _netns, "qemu": _qemu, "ceph": _ceph}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _browser() -> str | None:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is not installed (Debian's chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright for Python is not installed (scripts/setup --test)"
+    return None
+
+
+_PROBES = {
+    "root": _root, "netns": _netns, "qemu": _qemu, "ceph": _ceph, "browser": _browser,
+}
 
 
 def missing(reason: str) -> NoReturn:

@@ -1,7 +1,7 @@
 """Session fixtures: one real nats-server (JetStream) and one real etcd for the whole run.
 
 Tests isolate themselves by unique ids and key prefixes, never by restarting servers.
-Capability markers (root, netns, qemu, ceph): a test whose capability is missing is
+Capability markers (root, netns, qemu, ceph, browser): a test whose capability is missing is
 skipped with the reason, unless UCLOUD_REQUIRE_CAPABILITIES=1 (CI), where it fails.
 """
 
@@ -29,7 +29,7 @@ os.environ.setdefault("UCLOUD_IMAGES__BUILTIN", "[]")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for marker in ("root", "netns", "qemu", "ceph"):
+    for marker in ("root", "netns", "qemu", "ceph", "browser"):
         if item.get_closest_marker(marker) is None:
             continue
         reason = missing_capability(marker)

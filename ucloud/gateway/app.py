@@ -22,8 +22,11 @@ from ucloud.gateway import (
     routes_files,
     routes_hosts,
     routes_images,
+    routes_invoice,
     routes_networks,
     routes_orders,
+    routes_stream,
+    routes_ui,
     routes_users,
     routes_vms,
 )
@@ -47,6 +50,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         *routes_files.endpoints(gw),
         *routes_images.endpoints(gw),
         *routes_orders.endpoints(gw),
+        *routes_invoice.endpoints(gw),
+        *routes_stream.endpoints(gw),
     ]
 
 
@@ -81,6 +86,7 @@ def build_app(gw: Gateway) -> ASGIApp:
         path_route("/metrics", {"GET": metrics}),
         path_route("/openapi.json", {"GET": openapi_json}),
         *(path_route(path, {"GET": page}) for path, page in docs.pages().items()),
+        *routes_ui.routes(),
     ]
     app = Starlette(
         routes=served, exception_handlers={HTTPException: http_error, Exception: crash}

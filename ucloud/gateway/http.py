@@ -57,7 +57,8 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What a handler returns: a status and a body (a Struct, a list, raw JSON, or None)."""
+    """What a handler returns: a status and a body (a Struct, a list, raw JSON, or None;
+    a Starlette ``Response``, such as a stream of server-sent events, goes out as it is)."""
 
     status: int
     body: Any = None
@@ -203,6 +204,8 @@ def adapt(
         except Exception:
             log.exception("%s %s failed", endpoint.method, endpoint.path)
             return json_response(500, {"error": "internal error", "field": ""})
+        if isinstance(answer.body, Response):
+            return answer.body
         return json_response(answer.status, answer.body, answer.headers)
 
     return asgi
