@@ -251,6 +251,15 @@ def convert(values: dict[str, str], into: type) -> Any:
 
 
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_PATTERN = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$", re.S)
+READINGS: dict[str, str] = {}  # a request type's pattern -> what to tell the caller
+
+
+def readable(pattern: str, reading: str) -> str:
+    """``pattern``, registered so that a value that misses it is refused with ``reading``
+    ("use 1-63 letters, digits, '-' or '_'") rather than with the regular expression."""
+    READINGS[pattern] = reading
+    return pattern
 _FIELD_IN = re.compile(r"Object (?:contains unknown|missing required) field `(?P<f>[^`]+)`")
 
 
@@ -263,4 +272,7 @@ def field_and_reason(message: str) -> tuple[str, str]:
     if named:
         path = f"{path}.{named['f']}" if path else named["f"]
         reason = "unknown field" if "unknown" in reason else "required field is missing"
+    missed = _PATTERN.match(reason)
+    if missed and missed["pattern"] in READINGS:
+        reason = READINGS[missed["pattern"]]
     return path, reason

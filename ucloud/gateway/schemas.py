@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from ucloud.events.types import RestartPolicy
+from ucloud.gateway.http import readable
 from ucloud.hostd.console import MAX_CHUNK
 
 MAX_CPU = 1024  # as many as one VM may have
@@ -33,26 +34,41 @@ _SIZE_FORMS = (
 _SIZE_DOC = 'GiB as an integer, or a string with a unit M, G or T: "512M", "2G", "1.5T"'
 
 
+_SIZE_READING = ("a size such as 512M, 2G or 1.5T: whole MiB, G and T in quarters, "
+                 "at most 1 PiB")
+
+
 def _size_pattern(first: str) -> str:
     return "^(" + "|".join(form.format(m=first) for form in _SIZE_FORMS) + ")$"
 
 
 Size = (
     Annotated[int, Meta(ge=0, le=MAX_GIB, examples=[0, 20])]
-    | Annotated[str, Meta(pattern=_size_pattern("[0-9]"), examples=["512M", "1.5T"])]
+    | Annotated[str, Meta(pattern=readable(_size_pattern("[0-9]"), _SIZE_READING),
+                          examples=["512M", "1.5T"])]
 )
 PositiveSize = (
     Annotated[int, Meta(ge=1, le=MAX_GIB, examples=[2])]
-    | Annotated[str, Meta(pattern=_size_pattern("0*[1-9][0-9]"), examples=["2G"])]
+    | Annotated[str, Meta(pattern=readable(_size_pattern("0*[1-9][0-9]"), _SIZE_READING),
+                          examples=["2G"])]
 )
 Cpu = Annotated[int, Meta(ge=1, le=MAX_CPU, description="CPUs", examples=[2])]
 HostCpu = Annotated[int, Meta(ge=1, le=MAX_CPU * 64, description="CPUs", examples=[64])]
 # VMs, networks and hosts; users and realms (subject-safe tokens)
-ResourceName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,63}$", examples=["web-1"])]
-UserName = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{1,64}$", examples=["alice"])]
-KeyName = Annotated[str, Meta(pattern="^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", examples=["laptop"])]
+_NAME = "use 1-63 letters, digits, '-' or '_'"
+ResourceName = Annotated[str, Meta(pattern=readable("^[A-Za-z0-9_-]{1,63}$", _NAME),
+                                   description=_NAME, examples=["web-1"])]
+_USER = "use 1-64 letters, digits, '-' or '_'"
+UserName = Annotated[str, Meta(pattern=readable("^[A-Za-z0-9_-]{1,64}$", _USER),
+                               description=_USER, examples=["alice"])]
+_KEY = "use 1-64 letters, digits, '_', '.', '@' or '-', a letter or digit first"
+KeyName = Annotated[str, Meta(pattern=readable("^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", _KEY),
+                              description=_KEY, examples=["laptop"])]
 # files and images: letters, digits, '.', '_', '-'; a letter or digit first; no '..'
-_FILE_NAME = r"^[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?$"
+_FILE_NAME = readable(
+    r"^[A-Za-z0-9](\.?[A-Za-z0-9_-])*\.?$",
+    "use letters, digits, '.', '_' or '-', a letter or digit first, no '..'",
+)
 FileName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=128, examples=["debian-12.qcow2"])]
 ImageName = Annotated[str, Meta(pattern=_FILE_NAME, max_length=63, examples=["debian-12"])]
 
