@@ -162,10 +162,13 @@ class NotLoggedIn(ClientError):
 
 
 class Unreachable(ClientError):
-    def __init__(self, url: str, detail: str) -> None:
+    def __init__(
+        self, url: str, detail: str, *, what: str = "the gateway",
+        options: str = "--url, UCLOUD_URL, --data-dir",
+    ) -> None:
         super().__init__(
-            f"cannot reach the gateway at {url}: {detail}: is `ucloud up` (or the gateway) "
-            "running? (--url, UCLOUD_URL, --data-dir)"
+            f"cannot reach {what} at {url}: {detail}: is `ucloud up` (or {what}) running? "
+            f"({options})"
         )
         self.url = url
         self.detail = detail

@@ -17,7 +17,7 @@ from typing import Any
 
 from ucloud.client.credentials import config_dir, load_credentials, resolve_token, resolve_url
 from ucloud.client.http import GatewayClient, quiet_http_logging
-from ucloud.client.locate import UP_FILE, add_server_options, default_data_dir
+from ucloud.client.locate import UP_FILE, add_server_options, default_data_dir, read_up
 from ucloud.client.output import FORMATS, Layout, Renderer, render
 from ucloud.client.sizes import parse_size, wire_size
 
@@ -60,6 +60,15 @@ def open_gateway(args: argparse.Namespace, *, authenticated: bool = True) -> Gat
     url = resolve_url(args.url, env, stored, args.data_dir or _running_all_in_one())
     token = resolve_token(env, stored, url) if authenticated else None
     return GatewayClient(url, token)
+
+
+def all_in_one_of(args: argparse.Namespace, url: str) -> Path | None:
+    """The data directory of the running all-in-one whose gateway is ``url``, if any."""
+    data_dir = args.data_dir or _running_all_in_one()
+    if data_dir is None or not (data_dir / UP_FILE).exists():
+        return None
+    gateway = read_up(data_dir).gateway.rstrip("/")
+    return data_dir.absolute() if gateway == url else None
 
 
 def _running_all_in_one() -> Path | None:
