@@ -164,7 +164,7 @@ async def test_a_second_up_on_a_running_directory_is_refused(data_dir: Path) -> 
             ucloud("up", "--data-dir", str(data_dir)),
             capture_output=True, text=True, timeout=60, check=False,
         )
-        assert refused.returncode == 1
+        assert refused.returncode == 8  # ExitCode.SERVER: the servers of that dir run
         assert "already running" in refused.stderr and str(first.process.pid) in refused.stderr
         assert refused.stdout == ""
         assert read_up(data_dir) == first.info  # the running one is untouched

@@ -117,6 +117,14 @@ ORDER = Layout(
 )
 
 
+def render_order(order: Mapping[str, Any]) -> str:
+    return ORDER.one(order)
+
+
+def render_orders(orders: Sequence[Mapping[str, Any]]) -> str:
+    return ORDER.many(orders)
+
+
 def _lines(lines: Sequence[Mapping[str, Any]]) -> str:
     return table(
         ("ITEM", "QUANTITY", "UNIT PRICE", "PER MINUTE"),

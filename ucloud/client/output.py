@@ -124,11 +124,11 @@ class Layout:
 
     def many(self, views: Sequence[View], width: int | None = None) -> str:
         chosen = self.pick((), True)
-        return table([c.name.upper() for c in chosen],
+        return table([c.name.upper().replace("_", " ") for c in chosen],
                      ([c.cell(v) for c in chosen] for v in views), width)
 
     def one(self, view: View, width: int | None = None) -> str:
-        body = fields(((c.name, c.cell(view)) for c in self.columns), width)
+        body = fields(((c.name.replace("_", " "), c.cell(view)) for c in self.columns), width)
         return body + ("\n\n" + self.after(view) if self.after is not None else "")
 
 
@@ -164,11 +164,12 @@ def render(
         return _dump(picked if many else (picked[0] if picked else {}), output)
     if output == "table":
         if many:
-            return table([c.name.upper() for c in chosen],
+            return table([c.name.upper().replace("_", " ") for c in chosen],
                          ([c.cell(v) for c in chosen] for v in views), width)
         if not columns:
             return shape.one(views[0] if views else {}, width)
-        return fields(((c.name, c.cell(views[0] if views else {})) for c in chosen), width)
+        view = views[0] if views else {}
+        return fields(((c.name.replace("_", " "), c.cell(view)) for c in chosen), width)
     rows = [[plain(c.raw(v), c.cell(v)) for c in chosen] for v in views]
     if output == "csv":
         out = io.StringIO()
