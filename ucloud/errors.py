@@ -15,8 +15,10 @@
     ├── ClientError            the CLI got no usable answer from the gateway
     │   ├── NotLoggedIn        no token (or the gateway rejected it): run `ucloud login`
     │   ├── Unreachable        the gateway's URL refused the connection or timed out
+    │   ├── NoServers          no running all-in-one and no config naming the servers
     │   ├── ApiError           the gateway answered 4xx/5xx (status, field, reason)
-    │   └── WaitFailed         a VM failed, vanished or did not arrive in time (--wait)
+    │   └── WaitFailed         a VM failed or vanished while waited for (--wait)
+    │       └── WaitTimedOut   ... or did not arrive in time
     └── InputError             a request or command argument is wrong (names the field)
         ├── NotFound           no such resource (or not yours)
         ├── Refused            the request is valid but refused in the current state
@@ -25,9 +27,14 @@
         └── RateLimited        too many failed attempts; retry after some seconds
 
 Errors carry what is needed to act on them; root causes are chained with ``raise ... from``.
+
+``exit_code`` maps the tree onto the CLI's exit codes (``ExitCode``), one per cause a
+script may want to tell apart; the gateway's answers map by their HTTP status.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class UcloudError(Exception):
@@ -155,10 +162,27 @@ class NotLoggedIn(ClientError):
 
 
 class Unreachable(ClientError):
-    def __init__(self, url: str, detail: str) -> None:
-        super().__init__(f"cannot reach the gateway at {url}: {detail}")
+    def __init__(
+        self, url: str, detail: str, *, what: str = "the gateway",
+        options: str = "--url, UCLOUD_URL, --data-dir",
+    ) -> None:
+        super().__init__(
+            f"cannot reach {what} at {url}: {detail}: is `ucloud up` (or {what}) running? "
+            f"({options})"
+        )
         self.url = url
         self.detail = detail
+
+
+class NoServers(ClientError):
+    """A command needing the servers found neither a running all-in-one nor a config."""
+
+    def __init__(self, looked: str) -> None:
+        super().__init__(
+            f"no running `ucloud up` found ({looked}) and no config file: pass --data-dir DIR "
+            "or --config FILE (or set UCLOUD_CONFIG)"
+        )
+        self.looked = looked
 
 
 class ApiError(ClientError):
@@ -174,4 +198,55 @@ class ApiError(ClientError):
 
 
 class WaitFailed(ClientError):
-    """Waiting for a VM ended without reaching the target (failed, gone, timed out)."""
+    """Waiting for a resource ended without reaching the target (failed, gone)."""
+
+
+class WaitTimedOut(WaitFailed):
+    """The resource did not reach the target within ``--timeout``."""
+
+
+class ExitCode(enum.IntEnum):
+    """What ``ucloud`` exits with: one code per cause (the README's "CLI conventions")."""
+
+    OK = 0
+    FAILED = 1  # the operation failed (a VM failed while waited for, --verify differs, ...)
+    USAGE = 2  # a wrong command line, argument or config (argparse's own code)
+    NOT_FOUND = 3  # no such VM, image, network, user, ... (or not yours)
+    CONFLICT = 4  # refused in the current state, or someone else changed it first
+    AUTH = 5  # not logged in, the login refused, or not allowed
+    UNREACHABLE = 6  # the gateway or the servers cannot be reached (or found)
+    TIMEOUT = 7  # --wait gave up after --timeout
+    SERVER = 8  # the gateway or a server failed (HTTP 5xx, the log or the store)
+
+
+def exit_code(exc: BaseException) -> ExitCode:
+    """The exit code of the error that ended a command."""
+    if isinstance(exc, ApiError | InputError):
+        return status_exit_code(exc.status)
+    for kind, code in _EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return ExitCode.FAILED
+
+
+def status_exit_code(status: int) -> ExitCode:
+    """The exit code of a gateway answer's HTTP status (4xx/5xx)."""
+    if status >= 500:
+        return ExitCode.TIMEOUT if status == 504 else ExitCode.SERVER
+    return _STATUS_CODES.get(status, ExitCode.USAGE)
+
+
+_STATUS_CODES = {
+    401: ExitCode.AUTH, 403: ExitCode.AUTH, 429: ExitCode.AUTH,
+    404: ExitCode.NOT_FOUND, 410: ExitCode.NOT_FOUND,
+    409: ExitCode.CONFLICT, 412: ExitCode.CONFLICT, 423: ExitCode.CONFLICT,
+    408: ExitCode.TIMEOUT,
+}
+_EXIT_CODES: tuple[tuple[tuple[type[UcloudError], ...], ExitCode], ...] = (
+    ((ConfigError,), ExitCode.USAGE),
+    ((ConflictError,), ExitCode.CONFLICT),
+    ((NotLoggedIn,), ExitCode.AUTH),
+    ((Unreachable, NoServers), ExitCode.UNREACHABLE),
+    ((WaitTimedOut,), ExitCode.TIMEOUT),
+    ((LogError, StoreError, ServerError), ExitCode.SERVER),
+)

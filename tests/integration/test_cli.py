@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,10 +23,12 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import yaml
 
 from ucloud import events as ev
 from ucloud.cli.main import main
 from ucloud.config import Config
+from ucloud.errors import ExitCode
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
 from ucloud.servers import free_port
@@ -155,7 +162,7 @@ async def test_a_user_creates_a_vm_that_only_they_and_the_admin_see(
     names = [user["name"] for user in await cloud.json("admin", "user", "list")]
     assert sorted(names) == ["admin", "alice", "bob"]
     refused = await cloud.ucloud("alice", "user", "list")
-    assert refused.code == 1 and refused.err.startswith("ucloud: ")
+    assert refused.code == ExitCode.AUTH and refused.err.startswith("ucloud: ")
 
     host = await cloud.json("admin", "host", "add", "h1", "--cpu", "8", "--ram", "16",
                             "--ssd", "200")
@@ -175,9 +182,7 @@ async def test_a_user_creates_a_vm_that_only_they_and_the_admin_see(
         "--ssd", "20", "--until", "scheduled", "--timeout", "60",
     )
     assert created.code == 0, created.err
-    lines = created.out.splitlines()
-    assert lines[0] == "web: requested"
-    assert lines[1].startswith("web: requested -> scheduled on h1")
+    assert created.out.splitlines()[0].startswith("id:")  # piped: no progress lines
     assert "status:   scheduled" in created.out
 
     shown = await cloud.json("alice", "vm", "show", "web")
@@ -199,7 +204,7 @@ async def test_a_user_creates_a_vm_that_only_they_and_the_admin_see(
     assert await cloud.json("bob", "vm", "list") == []
     for ident in (shown["id"], "web"):
         hidden = await cloud.ucloud("bob", "vm", "show", ident)
-        assert hidden.code == 1
+        assert hidden.code == ExitCode.NOT_FOUND
         assert hidden.err.startswith("ucloud: id: ") and "alice" not in hidden.err
     assert [vm["id"] for vm in await cloud.json("admin", "vm", "list")] == [shown["id"]]
 
@@ -207,4 +212,112 @@ async def test_a_user_creates_a_vm_that_only_they_and_the_admin_see(
     assert deleted.code == 0, deleted.err
     assert await cloud.json("alice", "key", "list") == []
     again = await cloud.ucloud("alice", "key", "delete", key["id"])
-    assert again.code == 1 and again.err.startswith("ucloud: id: ")
+    assert again.code == ExitCode.NOT_FOUND and again.err.startswith("ucloud: id: ")
+
+
+async def _alice_with_a_vm(cloud: Cloud, event_log: EventLog, tmp_path: Path) -> dict[str, Any]:
+    """The admin, a host h1, a public image, alice logged in with VM ``web`` scheduled."""
+    assert (await cloud.ucloud("admin", "login", "--name", "admin", "--realm", "admin",
+                               "--secret-file", str(cloud.admin_secret_file))).code == 0
+    added = await cloud.ucloud("admin", "user", "add", "alice", "--realm", "users")
+    secret_file = tmp_path / "alice.totp"
+    secret_file.write_text(added.out.split("TOTP secret: ", 1)[1].split()[0] + "\n")
+    assert (await cloud.ucloud("alice", "login", "--name", "alice", "--realm", "users",
+                               "--secret-file", str(secret_file))).code == 0
+    await cloud.json("admin", "host", "add", "h1", "--cpu", "8", "--ram", "16", "--ssd", "200")
+    await _public_image(event_log, "debian-12")
+    vm: dict[str, Any] = await cloud.json(
+        "alice", "vm", "create", "web", "--image", "debian-12", "--cpu", "2", "--ram", "1.5G",
+        "--ssd", "20", "--until", "scheduled", "--timeout", "60",
+    )
+    return vm
+
+
+async def test_every_format_and_column_choice_on_list_and_show(
+    cloud: Cloud, event_log: EventLog, tmp_path: Path
+) -> None:
+    vm = await _alice_with_a_vm(cloud, event_log, tmp_path)
+    for verb in (("vm", "list"), ("vm", "show", "web")):
+        as_json = await cloud.json("alice", *verb)
+        yaml_out = await cloud.ucloud("alice", *verb, "-o", "yaml")
+        assert yaml_out.code == 0 and yaml.safe_load(yaml_out.out) == as_json
+        picked = await cloud.json("alice", *verb, "-c", "name", "-c", "ram")
+        assert picked == ([{"name": "web", "ram": 1536}] if verb[1] == "list"
+                          else {"name": "web", "ram": 1536})
+        csv_out = await cloud.ucloud("alice", *verb, "-o", "csv", "-c", "id", "-c", "host")
+        assert csv_out.out.splitlines() == ["id,host", f"{vm['id']},h1"]
+        table = await cloud.ucloud("alice", *verb, "-c", "status", "-c", "name")
+        assert table.out.split() == (["STATUS", "NAME", "scheduled", "web"] if verb[1] == "list"
+                                     else ["status:", "scheduled", "name:", "web"])
+    host = await cloud.ucloud("alice", "vm", "show", "web", "-c", "host", "-o", "value")
+    assert host.out == "h1\n"
+    rows = await cloud.ucloud("alice", "vm", "list", "-c", "name", "-c", "cpu", "-o", "value")
+    assert rows.out == "web 2\n"
+    nets = await cloud.ucloud("alice", "net", "list", "-o", "csv")
+    assert nets.out.splitlines() == ["id,name,owner,status,ipam,vni,prefix"]
+    wrong = await cloud.ucloud("alice", "vm", "list", "-c", "colour")
+    assert wrong.code == ExitCode.USAGE and "no column 'colour'" in wrong.err
+
+
+async def test_each_cause_has_its_exit_code(
+    cloud: Cloud, event_log: EventLog, tmp_path: Path
+) -> None:
+    await _alice_with_a_vm(cloud, event_log, tmp_path)
+    missing = await cloud.ucloud("alice", "vm", "show", "nope")
+    assert missing.code == ExitCode.NOT_FOUND and "`ucloud vm list`" in missing.err
+    taken = await cloud.ucloud("alice", "vm", "create", "web", "--image", "debian-12",
+                               "--cpu", "1", "--ram", "1", "--ssd", "1")
+    assert taken.code == ExitCode.CONFLICT, taken.err
+    stuck = await cloud.ucloud("alice", "vm", "create", "db", "--image", "debian-12",
+                               "--cpu", "1", "--ram", "1", "--ssd", "1", "--wait",
+                               "--timeout", "0.5")  # no hostd here: it never runs
+    assert stuck.code == ExitCode.TIMEOUT and "gave up waiting" in stuck.err
+    bad = await cloud.ucloud("bob", "login", "--name", "alice", "--realm", "users",
+                             "--otp", "000000")
+    assert bad.code == ExitCode.AUTH, bad.err
+    nobody = await cloud.ucloud("carol", "vm", "list")
+    assert nobody.code == ExitCode.AUTH and "run `ucloud login" in nobody.err
+    cloud.monkeypatch.setenv("UCLOUD_URL", f"http://[::1]:{free_port('::1')}")  # nothing there
+    cloud.monkeypatch.setenv("UCLOUD_TOKEN", cloud.token_of("alice"))
+    down = await cloud.ucloud("alice", "vm", "list")
+    assert down.code == ExitCode.UNREACHABLE and "is `ucloud up`" in down.err
+
+
+async def test_wait_progress_has_elapsed_times_on_a_terminal_and_none_when_piped(
+    cloud: Cloud, event_log: EventLog, tmp_path: Path
+) -> None:
+    await _alice_with_a_vm(cloud, event_log, tmp_path)
+    argv = [sys.executable, "-m", "ucloud.cli.main", "vm", "create", "NAME", "--image",
+            "debian-12", "--cpu", "1", "--ram", "1", "--ssd", "1", "--until", "scheduled",
+            "--timeout", "60"]
+    env = dict(os.environ, UCLOUD_CONFIG_DIR=str(cloud.home / "alice"), COLUMNS="100")
+
+    def on_a_terminal() -> str:
+        leader, follower = pty.openpty()
+        with subprocess.Popen([*argv[:5], "tty", *argv[6:]], stdout=follower,
+                              stderr=subprocess.PIPE, env=env) as child:
+            os.close(follower)
+            out = b""
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            assert child.wait(60) == 0, child.stderr.read() if child.stderr else ""
+        os.close(leader)
+        return out.decode().replace("\r\n", "\n")
+
+    shown = await asyncio.to_thread(on_a_terminal)
+    progress = [line for line in shown.splitlines() if re.match(r"^ +\d+\.\ds  ", line)]
+    assert progress[0].endswith("s  tty: requested"), shown
+    assert progress[-1].endswith("s  scheduled on h1"), shown
+    piped = await asyncio.to_thread(
+        subprocess.run, [*argv[:5], "piped", *argv[6:]], capture_output=True, env=env,
+        text=True, timeout=60,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert not re.search(r"\d\.\ds  ", piped.stdout + piped.stderr)
+    assert piped.stdout.startswith("id:")

@@ -282,7 +282,7 @@ async def test_the_cli_quotes_orders_and_shows_orders(
     assert code == 0 and json.loads(out)["per_30_days"] == "133.92"  # HDD costs nothing here
     code, _, err = await ucloud(setup.alice, "order", "quote", "--cpu", "2", "--ram", "2G",
                                 "--ssd", "10", "--image", "nope")
-    assert code == 1 and err.startswith("ucloud: image: ")
+    assert code == 2 and err.startswith("ucloud: image: ")  # the gateway: 400
 
     code, out, err = await ucloud(setup.alice, "vm", "create", "web", "--image", "debian",
                                   "--cpu", "2", "--ram", "2G", "--ssd", "10", "--order")
@@ -298,6 +298,6 @@ async def test_the_cli_quotes_orders_and_shows_orders(
     code, out, _ = await ucloud(setup.alice, "order", "show", order_id)
     assert code == 0 and "per 30 days:  CHF 133.92" in out and "ram_gib" in out
     code, _, err = await ucloud(setup.bob, "order", "show", order_id)
-    assert code == 1 and err.startswith("ucloud: id: ")
+    assert code == 3 and err.startswith("ucloud: id: ")
     code, out, _ = await ucloud(setup.alice, "vm", "events", "web", "-o", "json")
     assert [line["type"] for line in json.loads(out)] == ["vm.requested"]

@@ -310,5 +310,5 @@ async def test_rebuild_names_a_missing_stream(config: Config, tmp_path: Path) ->
     path = tmp_path / "ucloud.toml"
     path.write_text(config_toml(config).replace(config.nats.stream, "NOSUCHSTREAM"))
     code, out = await ucloud("replay", "rebuild", "--config", str(path))
-    assert code == 1
+    assert code == 8  # ExitCode.SERVER: the log has no such stream
     assert "no stream NOSUCHSTREAM" in out

@@ -17,7 +17,7 @@ from ucloud import events as ev
 from ucloud.cli.main import main
 from ucloud.cli.replay_billing import BILLED_SUBJECTS
 from ucloud.config import Config
-from ucloud.errors import InputError, NotFound
+from ucloud.errors import ExitCode, InputError, NotFound
 from ucloud.eventlog import EventLog, Record
 from ucloud.events.order import OrderPlaced, PriceLine
 from ucloud.ids import new_id
@@ -226,10 +226,10 @@ async def test_billing_cli_refuses_the_future_and_changes_nothing(
     argv = ["--config", str(config_file(config, tmp_path / "ucloud.toml")), "replay", "billing",
             "--from", t(0).isoformat(), "--to", future]
     code, out, err = await run(argv, capsys)
-    assert code == 1 and out == ""
+    assert code == ExitCode.USAGE and out == ""
     assert "--to" in err and "in the future" in err
     code, _, err = await run([*argv[:-1], "yesterday"], capsys)
-    assert code == 1 and "--to" in err and "ISO 8601" in err
+    assert code == ExitCode.USAGE and "--to" in err and "ISO 8601" in err
     assert await event_log.last_sequence() == last
     code, out, err = await run([*argv[:-1], "now", "-o", "json"], capsys)
     assert code == 0, err
@@ -263,3 +263,30 @@ async def test_audit_cli_with_a_data_dir(
     assert out.splitlines()[0].split() == ["TIME", "ACTOR", "CORRELATION", "EVENT", "ID",
                                            "SUMMARY"]
     assert [row.split()[3] for row in out.splitlines()[1:]] == [line.event for line in alice]
+
+
+async def test_audit_and_billing_take_names_and_refuse_unknown_ones(
+    event_log: EventLog, config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, vms = await fill(event_log)
+    conf = ["--config", str(config_file(config, tmp_path / "ucloud.toml"))]
+    vm = list(vms)[1]
+    code, out, err = await run([*conf, "replay", "audit", "--vm", vm, "-o", "json"], capsys)
+    assert code == 0, err
+    by_id = msgspec.json.decode(out, type=list[AuditLine])
+    # fill() names its VMs web0, web1, ... in every run: the name means the latest web1
+    for owner in ([], ["--owner", vms[vm]]):
+        code, out, err = await run(
+            [*conf, "replay", "audit", "--vm", "web1", *owner, "-o", "json"], capsys
+        )
+        assert code == 0, err
+        by_name = msgspec.json.decode(out, type=list[AuditLine])
+        assert by_name == by_id
+
+    code, out, err = await run([*conf, "replay", "audit", "--vm", "no-such-vm"], capsys)
+    assert (code, out) == (ExitCode.NOT_FOUND, "")
+    assert "--vm: no vm with the id or name no-such-vm in the log" in err
+    code, out, err = await run([*conf, "replay", "billing", "--from", t(0).isoformat(), "--to",
+                                t(45).isoformat(), "--owner", "nobody-at-all"], capsys)
+    assert (code, out) == (ExitCode.NOT_FOUND, "")
+    assert "--owner: no user nobody-at-all" in err

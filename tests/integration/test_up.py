@@ -164,7 +164,7 @@ async def test_a_second_up_on_a_running_directory_is_refused(data_dir: Path) -> 
             ucloud("up", "--data-dir", str(data_dir)),
             capture_output=True, text=True, timeout=60, check=False,
         )
-        assert refused.returncode == 1
+        assert refused.returncode == 8  # ExitCode.SERVER: the servers of that dir run
         assert "already running" in refused.stderr and str(first.process.pid) in refused.stderr
         assert refused.stdout == ""
         assert read_up(data_dir) == first.info  # the running one is untouched
@@ -194,3 +194,34 @@ def test_serve_an_unknown_service_lists_the_services() -> None:
     assert result.returncode == 2
     assert "unknown service 'nope'" in result.stderr
     assert "projector" in result.stderr
+
+
+def test_replay_rebuild_finds_the_all_in_one_the_login_found(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    up = Up(data_dir)
+    try:
+        env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "elsewhere"),
+                   UCLOUD_CONFIG_DIR=str(tmp_path / "conf"))
+        for name in ("UCLOUD_CONFIG", "UCLOUD_URL", "UCLOUD_TOKEN"):
+            env.pop(name, None)
+        lost = subprocess.run(ucloud("replay", "rebuild"), capture_output=True, text=True,
+                              env=env, timeout=30)
+        assert lost.returncode == 6, lost.stderr  # unreachable: nothing found, said once
+        assert len(lost.stderr.splitlines()) == 1 and "--data-dir" in lost.stderr, lost.stderr
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (data_dir / "admin.otp").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        login = subprocess.run(
+            ucloud("login", "--name", "admin", "--realm", "admin", "--secret-file",
+                   str(data_dir / "admin.otp"), "--data-dir", str(data_dir)),
+            capture_output=True, text=True, env=env, timeout=30,
+        )
+        assert login.returncode == 0, login.stderr
+        rebuilt = subprocess.run(ucloud("replay", "rebuild"), capture_output=True, text=True,
+                                 env=env, timeout=60)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert rebuilt.stdout.startswith("rebuilt "), rebuilt.stdout
+        assert "NATS" not in rebuilt.stderr  # no warnings of a connection retried
+    finally:
+        assert up.terminate() == 0

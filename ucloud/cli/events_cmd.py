@@ -51,8 +51,9 @@ from typing import Any, TextIO
 from nats.js.errors import NotFoundError
 
 from ucloud.cli.main import run_async
-from ucloud.client.locate import add_server_options, server_config
-from ucloud.errors import InputError, LogError
+from ucloud.cli.replay_names import resolve, resolve_any
+from ucloud.client.locate import add_server_options, find_servers
+from ucloud.errors import InputError, LogError, Unreachable
 from ucloud.eventlog import EVERYTHING, EventLog, Record
 from ucloud.events import AGGREGATES, subject
 from ucloud.events.base import SUBJECT_ROOT
@@ -136,11 +137,16 @@ def event_filter(aggregate: str | None, aggregate_id: str | None) -> str:
 
 async def tail_events(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    config = server_config(args)
-    wanted = event_filter(args.aggregate, args.id)
+    config = find_servers(args)
     await reachable(config.nats.url)
     event_log = await EventLog.connect(config.nats, name="ucloud-events-tail")
     try:
+        aggregate, ident = args.aggregate, args.id
+        if ident is not None and aggregate is not None:
+            ident = await resolve(event_log, aggregate, ident, "--id")
+        elif ident is not None:
+            aggregate, ident = await resolve_any(event_log, ident, "--id")
+        wanted = event_filter(aggregate, ident)
         try:
             last = await event_log.last_sequence()
         except NotFoundError as exc:
@@ -171,9 +177,9 @@ async def reachable(url: str, timeout_s: float = 5.0) -> None:
             asyncio.open_connection(first.hostname, first.port or 4222), timeout_s
         )
     except (OSError, TimeoutError) as exc:
-        raise LogError(
-            f"cannot reach NATS at {url} ({exc}): is `ucloud up` running? "
-            "Point at it with --data-dir DIR, or at a cluster with --config FILE"
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise Unreachable(
+            url, detail or "no answer", what="NATS", options="--data-dir DIR, --config FILE"
         ) from exc
     writer.close()
     with contextlib.suppress(OSError):
@@ -280,7 +286,7 @@ def _rfc3339_ns(ns: int) -> str:
 
 
 async def export_events(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    config = server_config(args)
+    config = find_servers(args)
     await reachable(config.nats.url)
     event_log = await EventLog.connect(config.nats, name="ucloud-events-export")
     try:
@@ -314,7 +320,7 @@ async def _export(event_log: EventLog, start: int, out: TextIO) -> None:
 
 async def import_events(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    config = server_config(args)
+    config = find_servers(args)
     try:
         lines = [line for line in args.file.read_text(encoding="utf-8").splitlines() if line]
     except OSError as exc:

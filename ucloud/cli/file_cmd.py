@@ -7,13 +7,13 @@ into memory; the name defaults to the file's own.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ucloud.client.args import add_client_options, emit, note, open_gateway
 from ucloud.client.http import path
-from ucloud.client.output import NONE, fields, table, when
+from ucloud.client.output import NONE, Layout, column, when
 from ucloud.errors import InputError
 from ucloud.images.validate import check_file_name
 
@@ -53,7 +53,7 @@ def _upload(args: argparse.Namespace) -> int:
         view = gateway.request(
             "PUT", path("v1", "files", name), content=_chunks(handle), headers=headers
         )
-    emit(args, view, render_file)
+    emit(args, view, FILE)
     return 0
 
 
@@ -64,13 +64,13 @@ def _chunks(handle: BinaryIO) -> Iterator[bytes]:
 
 def _list(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get("/v1/files"), render_files)
+        emit(args, gateway.get("/v1/files"), FILE)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get(path("v1", "files", args.name)), render_file)
+        emit(args, gateway.get(path("v1", "files", args.name)), FILE)
     return 0
 
 
@@ -91,20 +91,10 @@ def human_bytes(value: Any) -> str:
     return str(value)
 
 
-def render_files(files: Sequence[Mapping[str, Any]]) -> str:
-    return table(
-        ("NAME", "OWNER", "SIZE", "SHA256", "UPLOADED"),
-        ((str(f.get("name", NONE)), str(f.get("owner", NONE)), human_bytes(f.get("size")),
-          str(f.get("sha256") or NONE)[:16], when(f.get("uploaded_at"))) for f in files),
-    )
-
-
-def render_file(file: Mapping[str, Any]) -> str:
-    return fields([
-        ("id", str(file.get("id", NONE))),
-        ("name", str(file.get("name", NONE))),
-        ("owner", str(file.get("owner", NONE))),
-        ("size", f"{human_bytes(file.get('size'))} ({file.get('size', 0)} bytes)"),
-        ("sha256", str(file.get("sha256") or NONE)),
-        ("uploaded", when(file.get("uploaded_at"))),
-    ])
+FILE = Layout(
+    (
+        column("id"), column("name"), column("owner"), column("size", fmt=human_bytes),
+        column("sha256"), column("uploaded", "uploaded_at", when),
+    ),
+    listed=("name", "owner", "size", "sha256", "uploaded"),
+)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ucloud.client.args import add_client_options, emit, open_gateway, size_arg
 from ucloud.client.http import path
-from ucloud.client.output import render_host, render_hosts
+from ucloud.client.layouts import HOSTS
 
 
 def register(sub: Any) -> None:
@@ -47,7 +47,7 @@ def _count(text: str) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get("/v1/hosts"), render_hosts)
+        emit(args, gateway.get("/v1/hosts"), HOSTS)
     return 0
 
 
@@ -60,11 +60,11 @@ def _add(args: argparse.Namespace) -> int:
     if args.router:
         body["router"] = True
     with open_gateway(args) as gateway:
-        emit(args, gateway.post("/v1/hosts", body), render_host)
+        emit(args, gateway.post("/v1/hosts", body), HOSTS)
     return 0
 
 
 def _mark(verb: str, args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.post(path("v1", "hosts", args.id, verb)), render_host)
+        emit(args, gateway.post(path("v1", "hosts", args.id, verb)), HOSTS)
     return 0

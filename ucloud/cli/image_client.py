@@ -9,11 +9,11 @@ through ``register_verbs``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ucloud.cli.file_cmd import human_bytes
-from ucloud.client.output import NONE, fields, table, when
+from ucloud.client.output import NONE, Layout, column, when
 from ucloud.client.resource import Resource
 from ucloud.client.wait import GONE
 
@@ -41,35 +41,24 @@ def _create(args: argparse.Namespace) -> int:
     return IMAGES.create(args, body)
 
 
-def render_images(images: Sequence[View]) -> str:
-    return table(
-        ("ID", "NAME", "OWNER", "STATUS", "SIZE", "PUBLIC", "STORE"),
-        ((str(i.get("id", NONE)), str(i.get("name", NONE)), str(i.get("owner", NONE)),
-          str(i.get("status", NONE)), human_bytes(i.get("size")) if i.get("size") else NONE,
-          "yes" if i.get("public") else "no", str(i.get("store", NONE))) for i in images),
-    )
+def _size(value: object) -> str:
+    return human_bytes(value) if value else NONE
 
 
-def render_image(image: View) -> str:
-    status = str(image.get("status", NONE))
-    if image.get("reason"):
-        status = f"{status} ({image['reason']})"
-    size = image.get("size")
-    return fields([
-        ("id", str(image.get("id", NONE))),
-        ("name", str(image.get("name", NONE))),
-        ("owner", str(image.get("owner", NONE))),
-        ("status", status),
-        ("public", "yes" if image.get("public") else "no"),
-        ("store", str(image.get("store", NONE))),
-        ("file", str(image.get("file", NONE))),
-        ("size", f"{human_bytes(size)} ({size} bytes)" if size else NONE),
-        ("checksum", str(image.get("checksum") or NONE)),
-        ("created", when(image.get("created_at"))),
-    ])
+IMAGE = Layout(
+    (
+        column("id"), column("name"), column("owner"), column("status"),
+        column("public", fmt=lambda public: "yes" if public else "no"),
+        column("store"), column("file"),
+        column("size", fmt=_size),  # the value: bytes
+        column("checksum"), column("reason"),
+        column("created", "created_at", when),
+    ),
+    listed=("id", "name", "owner", "status", "size", "public", "store"),
+)
 
 
 IMAGES = Resource(
-    noun="image", collection="images", render_one=render_image, render_many=render_images,
+    noun="image", collection="images", layout=IMAGE,
     timeout_s=1800.0, poll_s=0.5,
 )

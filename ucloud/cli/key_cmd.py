@@ -9,7 +9,7 @@ from typing import Any
 
 from ucloud.client.args import add_client_options, emit, note, open_gateway
 from ucloud.client.http import path
-from ucloud.client.output import render_key, render_keys
+from ucloud.client.layouts import KEYS
 
 
 def register(sub: Any) -> None:
@@ -46,13 +46,13 @@ def public_key(name: str) -> str:
 def _add(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
         key = gateway.post("/v1/keys", {"name": args.name, "public_key": args.file})
-    emit(args, key, render_key)
+    emit(args, key, KEYS)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get("/v1/keys"), render_keys)
+        emit(args, gateway.get("/v1/keys"), KEYS)
     return 0
 
 

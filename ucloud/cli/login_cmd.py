@@ -13,7 +13,7 @@ from typing import Any
 
 import pyotp
 
-from ucloud.client.args import add_client_options, environment, open_gateway
+from ucloud.client.args import add_client_options, all_in_one_of, environment, open_gateway
 from ucloud.client.credentials import (
     Credentials,
     config_dir,
@@ -69,8 +69,10 @@ def _login(args: argparse.Namespace) -> int:
     if not isinstance(token, str) or not token:
         raise ApiError(200, "token", "the gateway answered without a token")
     expires_at = str(answer.get("expires_at") or "")
+    data_dir = all_in_one_of(args, url)
     credentials = Credentials(
-        url=url, token=token, name=args.name, realm=args.realm, expires_at=expires_at
+        url=url, token=token, name=args.name, realm=args.realm, expires_at=expires_at,
+        data_dir=str(data_dir) if data_dir is not None else "",
     )
     path = save_credentials(config_dir(environment()), credentials)
     if args.output == "json":

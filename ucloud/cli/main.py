@@ -1,7 +1,8 @@
 """The ``ucloud`` console script: one argparse tree, each command group in its own module.
 
 A command module exposes ``register(subparsers)`` and sets ``func`` on its parsers; a
-``func`` returns the exit code. ``UcloudError`` becomes a one-line message and exit 1.
+``func`` returns the exit code. A ``UcloudError`` becomes a one-line message and the exit
+code of its cause (``ucloud.errors.ExitCode``, listed in ``ucloud --help``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ucloud.errors import UcloudError
+from ucloud.errors import ExitCode, UcloudError, exit_code
 
 # Command groups, each a module with register(subparsers).
 _GROUPS = (
@@ -34,8 +35,32 @@ _GROUPS = (
 )
 
 
+# What each exit code means, for the epilog of ``ucloud --help`` (and the README).
+EXIT_CODES_HELP = {
+    ExitCode.OK: "done",
+    ExitCode.FAILED: "the operation failed (e.g. the VM waited for failed)",
+    ExitCode.USAGE: "wrong command line, argument or config",
+    ExitCode.NOT_FOUND: "no such resource (or not yours)",
+    ExitCode.CONFLICT: "refused in the current state, or changed by someone else first",
+    ExitCode.AUTH: "not logged in, login refused, or not allowed",
+    ExitCode.UNREACHABLE: "the gateway or the servers cannot be reached or found",
+    ExitCode.TIMEOUT: "--wait gave up after --timeout",
+    ExitCode.SERVER: "the gateway or a server failed",
+}
+# Groups with a ``list`` verb: a not-found message points at it.
+_LISTED = frozenset({"vm", "net", "image", "file", "key", "user", "host", "order"})
+
+
+def epilog() -> str:
+    lines = [f"  {int(code)}  {text}" for code, text in EXIT_CODES_HELP.items()]
+    return "exit codes:\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ucloud", description="IPv6-first VM manager")
+    parser = argparse.ArgumentParser(
+        prog="ucloud", description="IPv6-first VM manager", epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="TOML config file (default /etc/ucloud/ucloud.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -67,8 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except UcloudError as exc:
-        print(f"ucloud: {exc}", file=sys.stderr)
-        return 1
+        code = exit_code(exc)
+        hint = ""
+        if code == ExitCode.NOT_FOUND and args.command in _LISTED:
+            hint = f" (see `ucloud {args.command} list`)"
+        print(f"ucloud: {exc}{hint}", file=sys.stderr)
+        return int(code)
     except KeyboardInterrupt:
         return 130
     return code

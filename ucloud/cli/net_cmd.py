@@ -8,14 +8,11 @@ for manual and auto, a /64. ``--wait`` follows it until it is ``created`` (or sa
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ucloud.client.output import NONE, fields, table, when
+from ucloud.client.output import NONE, Layout, column, when
 from ucloud.client.resource import Resource
 from ucloud.client.wait import GONE
-
-View = Mapping[str, Any]
 
 
 def register(sub: Any) -> None:
@@ -40,32 +37,17 @@ def _create(args: argparse.Namespace) -> int:
     return NETWORKS.create(args, {"name": args.name, "ipam": args.ipam})
 
 
-def render_nets(nets: Sequence[View]) -> str:
-    return table(
-        ("ID", "NAME", "OWNER", "STATUS", "IPAM", "VNI", "PREFIX"),
-        ((str(n.get("id", NONE)), str(n.get("name", NONE)), str(n.get("owner", NONE)),
-          str(n.get("status", NONE)), str(n.get("ipam", NONE)), str(n.get("vni") or NONE),
-          str(n.get("prefix") or NONE)) for n in nets),
-    )
-
-
-def render_net(net: View) -> str:
-    status = str(net.get("status", NONE))
-    if net.get("reason"):
-        status = f"{status} ({net['reason']})"
-    return fields([
-        ("id", str(net.get("id", NONE))),
-        ("name", str(net.get("name", NONE))),
-        ("owner", str(net.get("owner", NONE))),
-        ("status", status),
-        ("ipam", str(net.get("ipam", NONE))),
-        ("vni", str(net.get("vni") or NONE)),
-        ("prefix", str(net.get("prefix") or NONE)),
-        ("created", when(net.get("created_at"))),
-    ])
+NET = Layout(
+    (
+        column("id"), column("name"), column("owner"), column("status"), column("ipam"),
+        column("vni", fmt=lambda vni: str(vni or NONE)), column("prefix"), column("reason"),
+        column("created", "created_at", when),
+    ),
+    listed=("id", "name", "owner", "status", "ipam", "vni", "prefix"),
+)
 
 
 NETWORKS = Resource(
-    noun="net", collection="networks", render_one=render_net, render_many=render_nets,
+    noun="net", collection="networks", layout=NET,
     timeout_s=60.0, poll_s=0.3,
 )

@@ -12,7 +12,7 @@ from typing import Any
 
 from ucloud.client.args import add_client_options, emit, open_gateway, size_arg
 from ucloud.client.http import path
-from ucloud.client.output import NONE, fields, size, table, when
+from ucloud.client.output import NONE, Layout, column, derived, fields, size, table, when
 
 
 def register(sub: Any) -> None:
@@ -66,13 +66,13 @@ def _quote(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get("/v1/orders"), render_orders)
+        emit(args, gateway.get("/v1/orders"), ORDER)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get(path("v1", "orders", args.id)), render_order)
+        emit(args, gateway.get(path("v1", "orders", args.id)), ORDER)
     return 0
 
 
@@ -97,36 +97,32 @@ def render_quote(quote: Mapping[str, Any]) -> str:
     ])
 
 
+def _priced(key: str) -> Any:
+    return lambda order: f"{order.get('currency', '')} {order.get(key, NONE)}"
+
+
+ORDER = Layout(
+    (
+        column("id"), column("vm"), column("owner"),
+        derived("per_minute", _priced("per_minute")),
+        derived("per_30_days", _priced("per_30_days")),
+        column("currency"),
+        column("placed", "placed_at", when),
+        column("cpu", "spec.cpu"), column("ram", "spec.ram_mib", size),
+        column("ssd", "spec.ssd_mib", size), column("hdd", "spec.hdd_mib", size),
+        column("image"), column("nics", fmt=lambda nics: str(nics or 0)),
+    ),
+    listed=("id", "vm", "owner", "per_minute", "placed"),
+    after=lambda order: _lines(order.get("lines") or ()),
+)
+
+
 def render_order(order: Mapping[str, Any]) -> str:
-    raw_spec = order.get("spec")
-    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
-    currency = str(order.get("currency", ""))
-    head = fields([
-        ("id", str(order.get("id", NONE))),
-        ("vm", str(order.get("vm", NONE))),
-        ("owner", str(order.get("owner", NONE))),
-        ("placed", when(order.get("placed_at"))),
-        ("cpu", str(spec.get("cpu", NONE))),
-        ("ram", size(spec.get("ram_mib"))),
-        ("ssd", size(spec.get("ssd_mib"))),
-        ("hdd", size(spec.get("hdd_mib"))),
-        ("image", str(order.get("image") or NONE)),
-        ("nics", str(order.get("nics", 0))),
-        ("per minute", f"{currency} {order.get('per_minute', NONE)}"),
-        ("per 30 days", f"{currency} {order.get('per_30_days', NONE)}"),
-    ])
-    return head + "\n\n" + _lines(order.get("lines") or ())
+    return ORDER.one(order)
 
 
 def render_orders(orders: Sequence[Mapping[str, Any]]) -> str:
-    rows = []
-    for order in orders:
-        currency = str(order.get("currency", ""))
-        rows.append((
-            str(order.get("id", NONE)), str(order.get("vm", NONE)), str(order.get("owner", NONE)),
-            f"{currency} {order.get('per_minute', NONE)}", when(order.get("placed_at")),
-        ))
-    return table(("ID", "VM", "OWNER", "PER MINUTE", "PLACED"), rows)
+    return ORDER.many(orders)
 
 
 def _lines(lines: Sequence[Mapping[str, Any]]) -> str:

@@ -1,6 +1,6 @@
 """``ucloud replay audit``: who did what, when, and because of which request.
 
-    ucloud replay audit [--vm ID] [--owner U] [--since T] [--until T] [-o table|json]
+    ucloud replay audit [--vm ID|NAME] [--owner U] [--since T] [--until T] [-o table|json]
 
 Reads the log (from the start, or from ``--since`` when no owner has to be learned from
 earlier events; only one VM's events with ``--vm``) and prints one line per event: time,
@@ -18,11 +18,12 @@ from typing import Any
 
 import msgspec
 
+from ucloud.cli.events_cmd import reachable
 from ucloud.cli.main import run_async
-from ucloud.client.locate import add_server_options, server_config
+from ucloud.cli.replay_names import check_user, resolve
+from ucloud.client.locate import add_server_options, find_servers
 from ucloud.errors import InputError
 from ucloud.eventlog import EventLog
-from ucloud.events import subject
 from ucloud.replay.audit import AuditFold, AuditLine
 from ucloud.replay.reader import scan_events
 
@@ -33,7 +34,7 @@ CLOCK_MARGIN = timedelta(minutes=5)
 
 def register(verbs: Any) -> None:
     parser = verbs.add_parser("audit", help="the audit trail: events with actor and correlation")
-    parser.add_argument("--vm", help="only this VM's events")
+    parser.add_argument("--vm", help="only this VM's events (its id, or its name)")
     parser.add_argument("--owner", help="only events of this user's resources")
     parser.add_argument("--since", help="from this time on (ISO 8601, UTC if no zone)")
     parser.add_argument("--until", help="before this time (ISO 8601, UTC if no zone)")
@@ -71,17 +72,19 @@ async def _audit(args: argparse.Namespace) -> int:
     since, until = parse_time(args.since, "--since", now), parse_time(args.until, "--until", now)
     if since is not None and until is not None and since >= until:
         raise InputError("--since", "must be before --until")
-    if args.vm is not None:
-        subject("vm", args.vm)  # InputError for an id that is no subject token
     # Owners are learned from the events that create resources, which may be older.
     start_time = since - CLOCK_MARGIN if since is not None and args.owner is None else None
-    config = server_config(args)
-    fold = AuditFold(vm=args.vm, owner=args.owner, since=since, until=until)
+    config = find_servers(args)
+    await reachable(config.nats.url)
     skipped: list[int] = []
     log = await EventLog.connect(config.nats, name="ucloud-replay")
     try:
-        if args.vm is not None:  # one aggregate: direct gets by its subjects
-            stored, _ = await log.load("vm", args.vm)
+        vm = None if args.vm is None else await resolve(log, "vm", args.vm, "--vm", args.owner)
+        if args.owner is not None:
+            await check_user(log, args.owner, "--owner")
+        fold = AuditFold(vm=vm, owner=args.owner, since=since, until=until)
+        if vm is not None:  # one aggregate: direct gets by its subjects
+            stored, _ = await log.load("vm", vm)
             for item in stored:
                 fold.apply(item.seq, item.event)
         else:

@@ -25,9 +25,11 @@ from typing import Any
 
 import msgspec
 
+from ucloud.cli.events_cmd import reachable
 from ucloud.cli.main import run_async
 from ucloud.cli.replay_audit import parse_time, table, warn_skipped
-from ucloud.client.locate import add_server_options, server_config
+from ucloud.cli.replay_names import check_user
+from ucloud.client.locate import add_server_options, find_servers
 from ucloud.errors import InputError
 from ucloud.eventlog import EventLog
 from ucloud.events import subject
@@ -57,12 +59,15 @@ async def _billing(args: argparse.Namespace) -> int:
         check_window(start, end, now)
     except InputError as exc:
         raise InputError(f"--{exc.field}", exc.reason) from exc
-    config = server_config(args)
+    config = find_servers(args)
     prices = load_prices(args.prices or Path(config.billing.prices))
     fold = UsageFold(start, end, owner=args.owner)
     skipped: list[int] = []
+    await reachable(config.nats.url)
     log = await EventLog.connect(config.nats, name="ucloud-replay")
     try:
+        if args.owner is not None:
+            await check_user(log, args.owner, "--owner")
         async for events in scan_events(log, subjects=BILLED_SUBJECTS, skipped=skipped):
             for _, event in events:
                 fold.apply(event)

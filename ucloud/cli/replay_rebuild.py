@@ -14,8 +14,9 @@ from typing import Any
 
 from nats.js.errors import NotFoundError
 
+from ucloud.cli.events_cmd import reachable
 from ucloud.cli.main import run_async
-from ucloud.client.locate import add_server_options, server_config
+from ucloud.client.locate import add_server_options, find_servers
 from ucloud.config import Config
 from ucloud.errors import LogError
 from ucloud.eventlog import EventLog
@@ -41,7 +42,8 @@ def register(verbs: Any) -> None:
 
 
 async def _rebuild(args: argparse.Namespace) -> int:
-    config = server_config(args)
+    config = find_servers(args)
+    await reachable(config.nats.url)
     event_log = await _connect_log(config)
     try:
         store = await Store.open(config.etcd)

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from ucloud.client.args import add_client_options, emit, open_gateway
-from ucloud.client.output import render_users
+from ucloud.client.layouts import USERS
 
 DEFAULT_REALM = "users"
 
@@ -51,5 +51,5 @@ def _render_new_user(user: dict[str, Any]) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get("/v1/users"), render_users)
+        emit(args, gateway.get("/v1/users"), USERS)
     return 0

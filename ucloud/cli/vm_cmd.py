@@ -10,13 +10,20 @@ import argparse
 import functools
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
 from ucloud.cli.order_cmd import agreed_price
-from ucloud.client.args import add_client_options, emit, note, open_gateway, size_arg
+from ucloud.client.args import (
+    add_client_options,
+    emit,
+    note,
+    open_gateway,
+    progress_printer,
+    size_arg,
+)
 from ucloud.client.http import GatewayClient, path
-from ucloud.client.output import render_events, render_vm, render_vms
+from ucloud.client.layouts import EVENTS, VMS
 from ucloud.client.wait import GONE, Target, View, follow
 from ucloud.errors import ApiError
 from ucloud.projections.views import VmStatus
@@ -194,15 +201,37 @@ def _migrate(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
         before = gateway.get(path("v1", "vms", args.id))
         body = {"host": args.host} if args.host else {}
+        since = _last_seq(gateway, str(before["id"])) if args.wait or args.until else 0
         vm = gateway.post(path("v1", "vms", args.id, "migrate"), body)
         target = Target(args.until or args.target, away_from=str(before.get("host") or ""))
-        return _finish(args, gateway, vm, target)
+        steps = functools.partial(_new_events, gateway, str(before["id"]), [since])
+        return _finish(args, gateway, vm, target, steps)
 
 
-def _finish(args: argparse.Namespace, gateway: GatewayClient, vm: View, target: Target) -> int:
+def _last_seq(gateway: GatewayClient, vm_id: str) -> int:
+    lines = gateway.get(path("v1", "vms", vm_id, "events"))
+    return max((int(line.get("seq") or 0) for line in lines), default=0)
+
+
+def _new_events(gateway: GatewayClient, vm_id: str, since: list[int]) -> list[str]:
+    """The summaries of the VM's events after ``since[0]`` (advanced): a migration's steps
+    (``migration_ready host=h2 ...``) between its statuses."""
+    lines = [
+        line for line in gateway.get(path("v1", "vms", vm_id, "events"))
+        if int(line.get("seq") or 0) > since[0]
+    ]
+    if lines:
+        since[0] = max(int(line["seq"]) for line in lines)
+    return [str(line.get("summary") or line.get("type")) for line in lines]
+
+
+def _finish(
+    args: argparse.Namespace, gateway: GatewayClient, vm: View, target: Target,
+    steps: Callable[[], list[str]] | None = None,
+) -> int:
     """Print the accepted VM, or wait for it to reach ``target`` and print where it got."""
     if not (args.wait or args.until):
-        emit(args, vm, render_vm)
+        emit(args, vm, VMS)
         return 0
     vm_id = str(vm["id"])
     final = follow(
@@ -212,12 +241,13 @@ def _finish(args: argparse.Namespace, gateway: GatewayClient, vm: View, target: 
         first=vm,
         timeout=args.timeout,
         interval=POLL_INTERVAL_S,
-        report=functools.partial(note, args),
+        report=progress_printer(args),
+        steps=steps if sys.stdout.isatty() else None,
     )
     if final is not None:
-        emit(args, final, render_vm)
+        emit(args, final, VMS)
     elif args.output == "json":
-        emit(args, {"id": vm_id, "status": GONE}, render_vm)
+        emit(args, {"id": vm_id, "status": GONE}, VMS)
     return 0
 
 
@@ -233,19 +263,19 @@ def _fetch(gateway: GatewayClient, vm_id: str) -> Mapping[str, Any] | None:
 
 def _list(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get("/v1/vms"), render_vms)
+        emit(args, gateway.get("/v1/vms"), VMS)
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get(path("v1", "vms", args.id)), render_vm)
+        emit(args, gateway.get(path("v1", "vms", args.id)), VMS)
     return 0
 
 
 def _events(args: argparse.Namespace) -> int:
     with open_gateway(args) as gateway:
-        emit(args, gateway.get(path("v1", "vms", args.id, "events")), render_events)
+        emit(args, gateway.get(path("v1", "vms", args.id, "events")), EVENTS)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What the client commands share: ``--url``, ``--data-dir``, ``-o``, opening the gateway.
+"""What the client commands share: ``--url``, ``--data-dir``, ``-o``/``-c``, opening the
+gateway, printing answers and progress.
 
 Only the command layer reads the environment; it hands a mapping to the pure resolution
 in ``credentials``.
@@ -8,27 +9,33 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ucloud.client.credentials import config_dir, load_credentials, resolve_token, resolve_url
 from ucloud.client.http import GatewayClient, quiet_http_logging
-from ucloud.client.locate import UP_FILE, add_server_options, default_data_dir
-from ucloud.client.output import Renderer, render
+from ucloud.client.locate import UP_FILE, add_server_options, default_data_dir, read_up
+from ucloud.client.output import FORMATS, Layout, Renderer, render
 from ucloud.client.sizes import parse_size, wire_size
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="gateway URL (default: UCLOUD_URL, then the login's)")
     add_server_options(parser)
+    add_output_options(parser)
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-o",
-        "--output",
-        choices=("table", "json"),
-        default="table",
-        help="table for people (default) or the gateway's JSON for scripts",
+        "-o", "--output", choices=FORMATS, default="table",
+        help="table for people (default); json, yaml, csv or bare values for scripts",
+    )
+    parser.add_argument(
+        "-c", "--column", action="append", default=[], dest="columns", metavar="COLUMN",
+        help="show only this column (repeatable; in this order)",
     )
 
 
@@ -55,16 +62,35 @@ def open_gateway(args: argparse.Namespace, *, authenticated: bool = True) -> Gat
     return GatewayClient(url, token)
 
 
+def all_in_one_of(args: argparse.Namespace, url: str) -> Path | None:
+    """The data directory of the running all-in-one whose gateway is ``url``, if any."""
+    data_dir = args.data_dir or _running_all_in_one()
+    if data_dir is None or not (data_dir / UP_FILE).exists():
+        return None
+    gateway = read_up(data_dir).gateway.rstrip("/")
+    return data_dir.absolute() if gateway == url else None
+
+
 def _running_all_in_one() -> Path | None:
     """The default data directory when a ``ucloud up`` runs there (it has an up.json)."""
     running = default_data_dir()
     return running if (running / UP_FILE).exists() else None
 
 
-def emit(args: argparse.Namespace, data: Any, renderer: Renderer) -> None:
-    print(render(data, args.output, renderer))
+def emit(args: argparse.Namespace, data: Any, shape: Layout | Renderer) -> None:
+    """Print an answer in the ``-o`` format, a table fitted to the terminal's width."""
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    print(render(data, args.output, shape, getattr(args, "columns", ()), width))
 
 
 def note(args: argparse.Namespace, text: str) -> None:
-    """A message for people: stdout with tables, stderr with ``-o json`` (stdout stays JSON)."""
-    print(text, file=sys.stderr if args.output == "json" else sys.stdout)
+    """A message for people: stdout with tables, stderr otherwise (stdout stays parseable)."""
+    print(text, file=sys.stdout if args.output == "table" else sys.stderr, flush=True)
+
+
+def progress_printer(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where ``--wait`` prints its progress lines: like ``note`` when stdout is a terminal;
+    nowhere when it is not (a script gets the result only)."""
+    if not sys.stdout.isatty():
+        return lambda line: None
+    return lambda line: note(args, line)

@@ -2,7 +2,8 @@
 
 The login is one JSON file, ``credentials.json`` in ``$UCLOUD_CONFIG_DIR`` (default
 ``~/.config/ucloud``), mode 0600 in a 0700 directory: the token and the gateway URL it
-was issued by.
+was issued by, and the all-in-one's data directory when the gateway was found through
+one (``ucloud replay`` and ``ucloud events`` find its servers there).
 
 The gateway URL, first found wins: ``--url``; ``UCLOUD_URL``; the stored login's URL;
 ``--data-dir``'s ``up.json`` (its ``gateway``; without ``--data-dir``, that of an
@@ -35,6 +36,7 @@ class Credentials:
     name: str = ""
     realm: str = ""
     expires_at: str = ""
+    data_dir: str = ""  # the running all-in-one the gateway was found through, if any
 
 
 def config_dir(env: Mapping[str, str]) -> Path:

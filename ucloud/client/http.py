@@ -185,5 +185,5 @@ def quiet_http_logging() -> None:
 def _connect_detail(exc: httpx.ConnectError) -> str:
     text = str(exc)
     if "refused" in text.lower():
-        return "connection refused (is the gateway running? set --url or UCLOUD_URL)"
+        return "connection refused"
     return text or "cannot connect"

@@ -7,6 +7,11 @@ A running all-in-one (``ucloud up``) writes ``<data-dir>/up.json``::
 
 ``--data-dir DIR`` points a command at it; otherwise the config file is used, and without
 one, the all-in-one running on the default data directory (``default_data_dir()``).
+
+The commands that read the log for a user (``replay``, ``events``) look further, as the
+gateway commands do (``find_servers``): then at the data directory the stored login found
+its gateway through (``ucloud login --data-dir DIR``); finding none of these is one error
+naming where they looked, not a connection to a default address that is not there.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import msgspec
 
 from ucloud import config as config_mod
 from ucloud.config import Config
-from ucloud.errors import ConfigError
+from ucloud.errors import ConfigError, NoServers
 
 UP_FILE = "up.json"
 
@@ -48,6 +53,29 @@ def read_up(data_dir: Path) -> UpInfo:
         raise ConfigError("--data-dir", f"{path} not found: is `ucloud up` running there?") from exc
     except msgspec.DecodeError as exc:
         raise ConfigError("--data-dir", f"{path} is not valid: {exc}") from exc
+
+
+def find_servers(args: argparse.Namespace) -> Config:
+    """``server_config``, but without a config file, ``--data-dir`` or ``UCLOUD_NATS__*``
+    variables only a running all-in-one: on the default data directory or the login's."""
+    if getattr(args, "data_dir", None) is not None or getattr(args, "config", None):
+        return server_config(args)
+    if not _no_config_file() or any(
+        name.startswith(("UCLOUD_NATS__", "UCLOUD_ETCD__")) for name in os.environ
+    ):
+        return server_config(args)
+    from ucloud.client import credentials  # it reads up.json through this module
+
+    looked = [default_data_dir()]
+    stored = credentials.load_credentials(credentials.config_dir(os.environ))
+    if stored is not None and stored.data_dir and Path(stored.data_dir) not in looked:
+        looked.append(Path(stored.data_dir))
+    for data_dir in looked:
+        if (data_dir / UP_FILE).exists():
+            args.data_dir = data_dir
+            return server_config(args)
+    where = " nor ".join(str(d / UP_FILE) for d in looked)
+    raise NoServers(f"no {where}")
 
 
 def server_config(args: argparse.Namespace) -> Config:

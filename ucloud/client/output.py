@@ -1,66 +1,78 @@
-"""What the CLI prints: aligned tables for people, the gateway's JSON for scripts.
+"""What the CLI prints: tables for people; JSON, YAML, CSV and bare values for scripts.
 
-Renderers take the decoded JSON (views as the gateway sends them) and return text; they
-tolerate missing fields, since a newer gateway may add or an older one lack a field.
+A ``Layout`` names the columns of one kind of view (a VM, a network, ...). Each
+``Column`` has a name (``-c NAME``), the text a person reads in a table (``1.5G``) and the
+value a script gets (the gateway's ``1536``). ``render`` turns decoded JSON into text:
+
+- ``table`` (default): a list is an aligned table fitted to the terminal's width (the
+  widest column is cut, ending in ``…``); one view is ``key: value`` lines, long values
+  wrapped.
+- ``json``, ``yaml``: the gateway's answer unchanged; with ``-c``, only those columns,
+  by name, with the gateway's values.
+- ``csv``: a header row, then one row per view.
+- ``value``: bare values, one view per line, columns separated by a space (one view:
+  one value per line), for ``$(ucloud vm show web -c host -o value)``.
+
+Renderers tolerate missing fields, since a newer gateway may add or an older one lack a
+field. A command without a layout passes a plain ``Renderer`` for its table; the other
+formats then take the answer's top-level scalar fields as columns.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
+
 from ucloud.client.sizes import format_mib
+from ucloud.errors import InputError
 
 Json = Any
+View = Mapping[str, Any]
 Renderer = Callable[[Json], str]
 NONE = "-"
+FORMATS = ("table", "json", "yaml", "csv", "value")
+MIN_WIDTH = 8  # a column is never cut narrower than this (or its header)
+ELLIPSIS = "…"
 
 
 def as_json(data: Json) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-def render(data: Json, output: str, renderer: Renderer) -> str:
-    """``-o json``: the JSON as the gateway sent it; otherwise the human rendering."""
-    return as_json(data) if output == "json" else renderer(data)
+def as_yaml(data: Json) -> str:
+    text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return text.rstrip("\n")
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Columns padded to their widest cell, two spaces apart, no trailing blanks."""
-    lines = [list(headers), *([str(cell) for cell in row] for row in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
+def dig(view: Any, path: Sequence[str]) -> Any:
+    """``view[a][b]...``, or None where a step is missing or not a mapping."""
+    for key in path:
+        if not isinstance(view, Mapping):
+            return None
+        view = view.get(key)
+    return view
 
 
-def fields(pairs: Iterable[tuple[str, str]]) -> str:
-    """``key:  value`` lines with the values aligned."""
-    items = list(pairs)
-    width = max((len(key) for key, _ in items), default=0) + 1
-    return "\n".join(f"{key + ':':<{width}}  {value}".rstrip() for key, value in items)
+def text(value: Any) -> str:
+    return NONE if value in (None, "", [], ()) else str(value)
 
 
 def size(value: Any) -> str:
     return format_mib(value) if isinstance(value, int) and value > 0 else NONE
 
 
-def _spec(view: Mapping[str, Any], key: str = "spec") -> Mapping[str, Any]:
-    spec = view.get(key)
-    return spec if isinstance(spec, Mapping) else {}
-
-
-def _text(value: Any) -> str:
-    return NONE if value in (None, "", [], ()) else str(value)
-
-
 def when(value: Any) -> str:
     """A timestamp to the second: ``2026-11-21T06:22:43.130182Z`` -> ``2026-11-21T06:22:43Z``."""
     if not isinstance(value, str) or not value:
-        return _text(value)
+        return text(value)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -70,104 +82,169 @@ def when(value: Any) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if moment.tzinfo is not None else "")
 
 
-def render_vms(vms: Sequence[Mapping[str, Any]]) -> str:
-    headers = ("ID", "NAME", "OWNER", "STATUS", "CPU", "RAM", "SSD", "HDD", "HOST")
-    rows = []
-    for vm in vms:
-        spec = _spec(vm)
-        rows.append((
-            _text(vm.get("id")), _text(vm.get("name")), _text(vm.get("owner")),
-            _text(vm.get("status")), _text(spec.get("cpu")), size(spec.get("ram_mib")),
-            size(spec.get("ssd_mib")), size(spec.get("hdd_mib")), _text(vm.get("host")),
-        ))
-    return table(headers, rows)
+@dataclass(frozen=True)
+class Column:
+    name: str  # lower case, as ``-c`` names it
+    cell: Callable[[View], str]  # the text of a table cell
+    raw: Callable[[View], Any]  # the value in JSON, YAML, CSV and value output
 
 
-def render_vm(vm: Mapping[str, Any]) -> str:
-    spec = _spec(vm)
-    status = _text(vm.get("status"))
-    if vm.get("reason"):
-        status = f"{status} ({vm['reason']})"
-    nics = [
-        " ".join(str(nic.get(key)) for key in ("network", "mac", "address") if nic.get(key))
-        for nic in vm.get("nics") or ()
-        if isinstance(nic, Mapping)
-    ]
-    return fields([
-        ("id", _text(vm.get("id"))),
-        ("name", _text(vm.get("name"))),
-        ("owner", _text(vm.get("owner"))),
-        ("status", status),
-        ("host", _text(vm.get("host"))),
-        ("cpu", _text(spec.get("cpu"))),
-        ("ram", size(spec.get("ram_mib"))),
-        ("ssd", size(spec.get("ssd_mib"))),
-        ("hdd", size(spec.get("hdd_mib"))),
-        ("image", _text(vm.get("image"))),
-        ("restart", _text(vm.get("restart"))),
-        ("nics", ", ".join(nics) or NONE),
-        ("keys", ", ".join(str(key) for key in vm.get("keys") or ()) or NONE),
-        ("created", when(vm.get("created_at"))),
-        ("updated", when(vm.get("updated_at"))),
-    ])
+def column(name: str, key: str = "", fmt: Callable[[Any], str] = text) -> Column:
+    """A column of one field (``key``, dotted for nested ones: ``spec.ram_mib``)."""
+    path = tuple((key or name).split("."))
+    return Column(name, lambda view: fmt(dig(view, path)), lambda view: dig(view, path))
 
 
-def render_hosts(hosts: Sequence[Mapping[str, Any]]) -> str:
-    headers = ("ID", "STATE", "CPU", "RAM", "SSD", "HDD", "VMS", "FLAGS", "ADDRESS")
-    rows = []
-    for host in hosts:
-        capacity, used = _spec(host, "capacity"), _spec(host, "used")
-        flags = [flag for flag in ("drained", "router") if host.get(flag)]
-        rows.append((
-            _text(host.get("id")), _text(host.get("state")),
-            f"{used.get('cpu', 0)}/{capacity.get('cpu', 0)}",
-            *(_usage(used.get(k), capacity.get(k)) for k in ("ram_mib", "ssd_mib", "hdd_mib")),
-            str(len(host.get("vms") or ())), ",".join(flags) or NONE, _text(host.get("address")),
-        ))
-    return table(headers, rows)
+def derived(name: str, cell: Callable[[View], str], key: str = "") -> Column:
+    """A column whose table text is made of several fields; its value is ``key``'s."""
+    path = tuple((key or name).split("."))
+    return Column(name, cell, lambda view: dig(view, path))
 
 
-def _usage(used: Any, capacity: Any) -> str:
-    """``6G/64G``: used of capacity (``0/-`` when the host has none of it)."""
-    return f"{size(used) if used else '0'}/{size(capacity)}"
+@dataclass(frozen=True)
+class Layout:
+    columns: tuple[Column, ...]  # every column, in the order a single view shows them
+    listed: tuple[str, ...] = ()  # the columns of a list table (default: all)
+    after: Renderer | None = None  # more text under a single view's table (e.g. its lines)
+
+    def pick(self, names: Sequence[str], many: bool) -> tuple[Column, ...]:
+        """The columns ``-c`` names (in its order), or the default ones."""
+        by_name = {c.name: c for c in self.columns}
+        if not names:
+            if many and self.listed:
+                return tuple(by_name[n] for n in self.listed)
+            return self.columns
+        chosen = []
+        for name in names:
+            found = by_name.get(name.lower())
+            if found is None:
+                raise InputError("-c", f"no column {name!r}; columns: {', '.join(by_name)}")
+            chosen.append(found)
+        return tuple(chosen)
+
+    def many(self, views: Sequence[View], width: int | None = None) -> str:
+        chosen = self.pick((), True)
+        return table([c.name.upper().replace("_", " ") for c in chosen],
+                     ([c.cell(v) for c in chosen] for v in views), width)
+
+    def one(self, view: View, width: int | None = None) -> str:
+        body = fields(((c.name.replace("_", " "), c.cell(view)) for c in self.columns), width)
+        return body + ("\n\n" + self.after(view) if self.after is not None else "")
 
 
-def render_host(host: Mapping[str, Any]) -> str:
-    return render_hosts([host])
+def generic(data: Json) -> Layout:
+    """The top-level scalar fields of an answer as columns, in the order they come."""
+    views = data if isinstance(data, list) else [data]
+    names: dict[str, None] = {}
+    for view in views:
+        if isinstance(view, Mapping):
+            names.update((k, None) for k, v in view.items() if not isinstance(v, dict | list))
+    return Layout(tuple(column(name) for name in names))
 
 
-def render_keys(keys: Sequence[Mapping[str, Any]]) -> str:
-    return table(
-        ("ID", "NAME", "KEY"),
-        ((_text(k.get("id")), _text(k.get("name")), short_key(str(k.get("public_key", ""))))
-         for k in keys),
+def render(
+    data: Json,
+    output: str,
+    shape: Layout | Renderer,
+    columns: Sequence[str] = (),
+    width: int | None = None,
+) -> str:
+    """The text of ``data`` (a view or a list of them) in the ``output`` format."""
+    if not isinstance(shape, Layout):
+        if not columns and output in ("table", "json", "yaml"):
+            return shape(data) if output == "table" else _dump(data, output)
+        shape = generic(data)
+    many = isinstance(data, list)
+    views: list[View] = [v for v in (data if many else [data]) if isinstance(v, Mapping)]
+    chosen = shape.pick(columns, many)
+    if output in ("json", "yaml"):
+        if not columns:
+            return _dump(data, output)
+        picked = [{c.name: c.raw(v) for c in chosen} for v in views]
+        return _dump(picked if many else (picked[0] if picked else {}), output)
+    if output == "table":
+        if many:
+            return table([c.name.upper().replace("_", " ") for c in chosen],
+                         ([c.cell(v) for c in chosen] for v in views), width)
+        if not columns:
+            return shape.one(views[0] if views else {}, width)
+        view = views[0] if views else {}
+        return fields(((c.name.replace("_", " "), c.cell(view)) for c in chosen), width)
+    rows = [[plain(c.raw(v), c.cell(v)) for c in chosen] for v in views]
+    if output == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([c.name for c in chosen])
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    if output == "value":
+        if many:
+            return "\n".join(" ".join(row) for row in rows)
+        return "\n".join(rows[0]) if rows else ""
+    raise InputError("-o", f"unknown format {output!r}; formats: {', '.join(FORMATS)}")
+
+
+def _dump(data: Json, output: str) -> str:
+    return as_yaml(data) if output == "yaml" else as_json(data)
+
+
+def plain(raw: Any, cell: str) -> str:
+    """A value bare, for CSV and ``value``: scalars as the gateway sent them, nothing as
+    an empty string, anything else as its table text."""
+    if raw is None:
+        return ""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, str | int | float):
+        return str(raw)
+    if isinstance(raw, list) and all(isinstance(item, str | int) for item in raw):
+        return ",".join(str(item) for item in raw)
+    return "" if cell == NONE else cell
+
+
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], width: int | None = None
+) -> str:
+    """Columns padded to their widest cell, two spaces apart, no trailing blanks; with a
+    ``width``, the widest columns are cut (ending in ``…``) until a line fits it."""
+    lines = [list(headers), *([str(cell) for cell in row] for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    if width is not None:
+        widths = fit(widths, [max(MIN_WIDTH, len(h)) for h in headers], width)
+    return "\n".join(
+        "  ".join(_cut(cell, w).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
     )
 
 
-def render_key(key: Mapping[str, Any]) -> str:
-    return render_keys([key])
+def fit(widths: Sequence[int], floors: Sequence[int], width: int) -> list[int]:
+    """Column widths whose line (two spaces between columns) fits ``width``: the widest
+    column is narrowed first, none below its floor (a line may still not fit then)."""
+    out = list(widths)
+    while sum(out) + 2 * (len(out) - 1) > width:
+        cuttable = [i for i, w in enumerate(out) if w > floors[i]]
+        if not cuttable:
+            break
+        widest = max(cuttable, key=lambda i: out[i])
+        excess = sum(out) + 2 * (len(out) - 1) - width
+        others = max((out[i] for i in cuttable if i != widest), default=floors[widest])
+        out[widest] = max(floors[widest], out[widest] - excess, min(out[widest] - 1, others))
+    return out
 
 
-def short_key(public_key: str) -> str:
-    """``ssh-ed25519 AAAAC3Nz…mQ7x alice@laptop``: type, ends of the blob, comment."""
-    parts = public_key.split(maxsplit=2)
-    if len(parts) < 2:
-        return public_key or NONE
-    blob = parts[1] if len(parts[1]) <= 20 else f"{parts[1][:8]}…{parts[1][-8:]}"
-    return " ".join([parts[0], blob, *parts[2:]])
+def _cut(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[: max(width - 1, 0)] + ELLIPSIS
 
 
-def render_users(users: Sequence[Mapping[str, Any]]) -> str:
-    return table(
-        ("NAME", "REALM", "KEYS", "CREATED"),
-        ((_text(u.get("name")), _text(u.get("realm")), str(len(u.get("keys") or ())),
-          when(u.get("created_at"))) for u in users),
-    )
-
-
-def render_events(lines: Sequence[Mapping[str, Any]]) -> str:
-    return table(
-        ("SEQ", "AT", "ACTOR", "TYPE", "SUMMARY"),
-        ((_text(e.get("seq")), when(e.get("at")), _text(e.get("actor")), _text(e.get("type")),
-          _text(e.get("summary"))) for e in lines),
-    )
+def fields(pairs: Iterable[tuple[str, str]], width: int | None = None) -> str:
+    """``key:  value`` lines with the values aligned; with a ``width``, long values wrap
+    under themselves."""
+    items = list(pairs)
+    key_width = max((len(key) for key, _ in items), default=0) + 1
+    room = None if width is None else max(width - key_width - 2, 20)
+    out = []
+    for key, value in items:
+        parts = [value] if room is None or len(value) <= room else textwrap.wrap(value, room)
+        out.append(f"{key + ':':<{key_width}}  {parts[0] if parts else ''}".rstrip())
+        out.extend(" " * (key_width + 2) + part for part in parts[1:])
+    return "\n".join(out)

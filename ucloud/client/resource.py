@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ucloud.client.args import add_client_options, emit, note, open_gateway
+from ucloud.client.args import add_client_options, emit, open_gateway, progress_printer
 from ucloud.client.http import GatewayClient, path
+from ucloud.client.output import Layout
 from ucloud.client.wait import GONE, Target, follow, judge_resource
 from ucloud.errors import ApiError
 
@@ -25,8 +26,7 @@ View = Mapping[str, Any]
 class Resource:
     noun: str  # as the CLI names it: "image", "net"
     collection: str  # under /v1: "images", "networks"
-    render_one: Callable[[View], str]
-    render_many: Callable[[Sequence[View]], str]
+    layout: Layout
     timeout_s: float
     poll_s: float
 
@@ -63,30 +63,30 @@ class Resource:
 
     def list(self, args: argparse.Namespace) -> int:
         with open_gateway(args) as gateway:
-            emit(args, gateway.get(f"/v1/{self.collection}"), self.render_many)
+            emit(args, gateway.get(f"/v1/{self.collection}"), self.layout)
         return 0
 
     def show(self, args: argparse.Namespace) -> int:
         with open_gateway(args) as gateway:
-            emit(args, gateway.get(path("v1", self.collection, args.id)), self.render_one)
+            emit(args, gateway.get(path("v1", self.collection, args.id)), self.layout)
         return 0
 
     def finish(self, args: argparse.Namespace, gateway: GatewayClient, view: View) -> int:
         """Print the answer, or with ``--wait`` follow it to the target and print that."""
         if not args.wait:
-            emit(args, view, self.render_one)
+            emit(args, view, self.layout)
             return 0
         ident = str(view["id"])
         final = follow(
             functools.partial(self.fetch, gateway, ident), Target(args.target),
             name=str(view.get("name")), first=view, timeout=args.timeout,
-            interval=self.poll_s, report=functools.partial(note, args),
+            interval=self.poll_s, report=progress_printer(args),
             rule=judge_resource, noun=self.noun,
         )
         if final is not None:
-            emit(args, final, self.render_one)
+            emit(args, final, self.layout)
         elif args.output == "json":
-            emit(args, {"id": ident, "status": GONE}, self.render_one)
+            emit(args, {"id": ident, "status": GONE}, self.layout)
         return 0
 
     def fetch(self, gateway: GatewayClient, ident: str) -> View | None:

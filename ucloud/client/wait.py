@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ucloud.errors import WaitFailed
+from ucloud.errors import WaitFailed, WaitTimedOut
 
 GONE = "gone"
 CREATE_PATH = ("requested", "scheduled", "starting", "running")
@@ -93,12 +93,23 @@ def judge_resource(target: Target, view: View | None) -> Verdict:
     return Pending()
 
 
-def progress(name: str, before: str | None, view: View | None) -> str:
-    """The line printed when the status changes: ``web: requested -> scheduled on h1``."""
-    status = GONE if view is None else str(view.get("status", ""))
-    line = f"{name}: {status}" if before is None else f"{name}: {before} -> {status}"
-    host = "" if view is None else str(view.get("host") or "")
-    return f"{line} on {host}" if host and status != GONE else line
+def progress(name: str, view: View | None, elapsed: float, *, first: bool = False) -> str:
+    """The line printed when the status (or host, or reason) changes, with the time since
+    the wait began: ``   0.0s  web: requested`` first, then ``  12.3s  scheduled on h1``."""
+    what = step(view)
+    if first:  # the first line names the resource
+        what = f"{name}: {what}"
+    return f"{elapsed:6.1f}s  {what}"
+
+
+def step(view: View | None) -> str:
+    """``scheduled on h1``, ``failed (no host has 64 CPUs free)``, ``gone``."""
+    if view is None:
+        return GONE
+    text = str(view.get("status", ""))
+    host = str(view.get("host") or "")
+    reason = str(view.get("reason") or "")
+    return text + (f" on {host}" if host else "") + (f" ({reason})" if reason else "")
 
 
 def follow(
@@ -112,21 +123,30 @@ def follow(
     report: Callable[[str], None],
     rule: Callable[[Target, View | None], Verdict] = judge,
     noun: str = "vm",
+    steps: Callable[[], list[str]] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> View | None:
-    """Poll until ``rule`` says done; the last view (None when gone). WaitFailed otherwise.
+    """Poll until ``rule`` says done; the last view (None when gone). WaitFailed otherwise
+    (WaitTimedOut after ``timeout``).
 
-    ``noun`` names the resource in messages and in the ``ucloud <noun> show`` hint.
+    ``report`` gets one line per change of the view's step, with the elapsed time;
+    ``steps`` (if given) is asked after each poll for further lines, e.g. the VM's new
+    events during a migration. ``noun`` names the resource in messages and in the
+    ``ucloud <noun> show`` hint.
     """
-    deadline = clock() + timeout
+    began = clock()
+    deadline = began + timeout
     seen: str | None = None
     view = first
     while True:
         status = GONE if view is None else str(view.get("status", ""))
-        if status != seen:
-            report(progress(name, seen, view))
-            seen = status
+        now = step(view)
+        if now != seen:
+            report(progress(name, view, clock() - began, first=seen is None))
+            seen = now
+        for line in steps() if steps is not None else ():
+            report(f"{clock() - began:6.1f}s  {line}")
         verdict = rule(target, view)
         if isinstance(verdict, Done):
             return view
@@ -135,7 +155,7 @@ def follow(
         left = deadline - clock()
         if left <= 0:
             wanted = target.status + (f" away from {target.away_from}" if target.away_from else "")
-            raise WaitFailed(
+            raise WaitTimedOut(
                 f"gave up waiting for {noun} {name} to be {wanted} after {timeout:g}s "
                 f"(last status: {status}); see `ucloud {noun} show {name}`"
             )

@@ -82,7 +82,7 @@ def produce(
             raise InputError("file", "changed after the image was requested; request it again")
         found = inspect(copy, name, config.images.max_virtual_size_gib * GIB)
         if found.format == "qcow2":
-            convert_to_raw(copy, "qcow2", raw)
+            convert_to_raw(copy, "qcow2", raw, name)
             copy.unlink()
             checksum, final = sha256_of(raw), raw
         else:
@@ -145,7 +145,9 @@ class ImageScan:
             log.info("image %s (%s): created, %d bytes", request.image, request.name, size)
         except InputError as exc:
             outcome = self._failed(request, f"{request.file_name or 'file'}: {exc.reason}")
-        except (UcloudError, OSError) as exc:
+        except OSError as exc:  # its text names the server's files: the reason must not
+            outcome = self._failed(request, f"cannot import the file: {exc.strerror or exc}")
+        except UcloudError as exc:
             outcome = self._failed(request, str(exc))
         await self._append(request.image, outcome, lambda history: not decided(history))
 

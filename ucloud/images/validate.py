@@ -158,16 +158,18 @@ def inspect(path: Path, name: str, max_virtual_bytes: int) -> Inspection:
     judge_name(name, fmt)
     done = _qemu_img(["info", "--output=json", "-f", fmt, str(path)], INFO_TIMEOUT_S, True)
     if done.returncode != 0:
-        raise InputError("file", f"is not a readable {fmt} image: {_tail(done.stderr)}")
+        said = _tail(done.stderr, {path: name})
+        raise InputError("file", f"is not a readable {fmt} image: {said}")
     size = judge_info(_json(done.stdout) or {}, fmt, max_virtual_bytes)
     if fmt == "qcow2":
         checked = _qemu_img(["check", "--output=json", "-f", fmt, str(path)], INFO_TIMEOUT_S, True)
-        judge_check(_json(checked.stdout), checked.returncode, _tail(checked.stderr))
+        judge_check(_json(checked.stdout), checked.returncode, _tail(checked.stderr, {path: name}))
     return Inspection(fmt, size)
 
 
-def convert_to_raw(source: Path, fmt: Format, target: Path) -> None:
-    """Write the raw content of the (inspected) image ``source`` to ``target``."""
+def convert_to_raw(source: Path, fmt: Format, target: Path, name: str = "the file") -> None:
+    """Write the raw content of the (inspected) image ``source`` (named ``name`` by its
+    owner) to ``target``."""
     done = _qemu_img(
         ["convert", "-f", fmt, "-O", "raw", str(source), str(target)],
         CONVERT_TIMEOUT_S,
@@ -175,7 +177,8 @@ def convert_to_raw(source: Path, fmt: Format, target: Path) -> None:
     )
     if done.returncode != 0:
         target.unlink(missing_ok=True)
-        raise InputError("file", f"cannot be converted to raw: {_tail(done.stderr)}")
+        said = _tail(done.stderr, {source: name, target: "the raw image"})
+        raise InputError("file", f"cannot be converted to raw: {said}")
 
 
 def copy_into(source_fd: int, target: Path, digest: Any | None = None) -> int:
@@ -244,7 +247,11 @@ def _json(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _tail(text: str) -> str:
+def _tail(text: str, names: Mapping[Path, str] | None = None) -> str:
+    """The last line qemu-img said, each of our paths replaced by what its owner calls it:
+    a refusal names the user's file, never where the server keeps it."""
+    for path, name in (names or {}).items():
+        text = text.replace(str(path), name).replace(f"{path.parent}/", "")
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "no output")[-300:]
 

@@ -5,18 +5,21 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ucloud.client.output import (
-    render,
+from ucloud.client.layouts import (
+    HOSTS,
+    VMS,
     render_events,
     render_hosts,
     render_keys,
     render_vm,
     render_vms,
     short_key,
-    table,
-    when,
 )
+from ucloud.client.output import fit, render, table, when
+from ucloud.errors import InputError
 from ucloud.events.types import Resources
 from ucloud.projections.views import HostView, KeyView, NicView, VmView
 
@@ -52,7 +55,8 @@ def test_vm_list_shows_human_sizes_and_dashes_for_nothing() -> None:
 
 def test_vm_detail_names_the_reason_and_the_nics() -> None:
     text = render_vm(as_wire(VM))
-    assert "status:   failed (no host has 2 CPUs free)" in text
+    assert "status:   failed" in text
+    assert "reason:   no host has 2 CPUs free" in text
     assert "nics:     lan 02:00:00:00:00:01 2001:db8::1" in text
     assert "ram:      1.5G" in text
 
@@ -109,3 +113,71 @@ def test_events_table() -> None:
 )
 def test_timestamps_are_shown_to_the_second_in_utc(value: str | None, shown: str) -> None:
     assert when(value) == shown
+
+
+def test_columns_pick_and_order_what_is_shown() -> None:
+    data = [as_wire(VM)]
+    assert render(data, "table", VMS, ["name", "STATUS"]).splitlines() == [
+        "NAME  STATUS", "web   failed"
+    ]
+    assert render(data[0], "table", VMS, ["ram"]) == "ram:  1.5G"
+    with pytest.raises(InputError, match="no column 'colour'; columns: id, name"):
+        render(data, "table", VMS, ["colour"])
+
+
+@pytest.mark.parametrize(
+    ("output", "columns", "expected"),
+    [
+        ("value", ["name", "ram"], "web 1536"),
+        ("value", ["host"], ""),  # nothing is an empty string, not "-"
+        ("csv", ["id", "status"], f"id,status\n{VM.id},failed"),
+        ("json", ["name", "ram"], '[\n  {\n    "name": "web",\n    "ram": 1536\n  }\n]'),
+        ("yaml", ["name", "ram"], "- name: web\n  ram: 1536"),
+    ],
+)
+def test_script_formats_carry_the_gateways_values(
+    output: str, columns: list[str], expected: str
+) -> None:
+    assert render([as_wire(VM)], output, VMS, columns) == expected
+
+
+def test_value_of_one_view_is_one_value_a_line() -> None:
+    assert render(as_wire(VM), "value", VMS, ["name", "status", "cpu"]) == "web\nfailed\n2"
+
+
+def test_yaml_without_columns_is_the_whole_answer() -> None:
+    import yaml
+
+    data = [as_wire(VM)]
+    assert yaml.safe_load(render(data, "yaml", VMS)) == data
+
+
+def test_a_renderer_without_a_layout_still_gives_every_format() -> None:
+    answer = {"name": "alice", "realm": "users", "otpauth_uri": "otpauth://x", "keys": []}
+    assert render(answer, "value", lambda data: "people", ["realm"]) == "users"
+    assert render(answer, "csv", lambda data: "people") == (
+        "name,realm,otpauth_uri\nalice,users,otpauth://x"
+    )
+    assert render(answer, "table", lambda data: "people") == "people"
+
+
+def test_a_table_fits_the_width_by_cutting_the_widest_column() -> None:
+    rows = [("a" * 10, "b" * 60, "c")]
+    text = table(("A", "B", "C"), rows, width=40)
+    assert all(len(line) <= 40 for line in text.splitlines())
+    assert text.splitlines()[1].startswith("a" * 10 + "  " + "b" * 24 + "…  c")
+
+
+@given(st.lists(st.integers(0, 80), min_size=1, max_size=9), st.integers(20, 200))
+def test_fit_never_goes_below_a_floor_and_fits_when_it_can(widths: list[int], width: int) -> None:
+    floors = [min(w, 8) for w in widths]
+    fitted = fit(widths, floors, width)
+    assert all(f <= w for f, w in zip(floors, fitted, strict=True))
+    assert all(w <= o for w, o in zip(fitted, widths, strict=True))
+    if sum(floors) + 2 * (len(widths) - 1) <= width:
+        assert sum(fitted) + 2 * (len(widths) - 1) <= width
+
+
+def test_a_host_shown_alone_is_fields() -> None:
+    host = {"id": "h1", "state": "up", "capacity": {"cpu": 4}, "used": {"cpu": 1}}
+    assert "cpu:      1/4" in render(host, "table", HOSTS)

@@ -18,7 +18,7 @@ from ucloud.client.wait import (
     judge,
     judge_resource,
 )
-from ucloud.errors import WaitFailed
+from ucloud.errors import ExitCode, WaitFailed, WaitTimedOut, exit_code
 from ucloud.projections.views import VmStatus
 
 
@@ -94,11 +94,11 @@ def test_follow_prints_one_line_per_status_change() -> None:
                    timeout=60, interval=0.25, report=lines.append, clock=clock,
                    sleep=clock.sleep)
     assert final is not None and final["status"] == "running"
-    assert lines == [
-        "web: requested",
-        "web: requested -> scheduled on h1",
-        "web: scheduled -> starting on h1",
-        "web: starting -> running on h1",
+    assert lines == [  # the time since the wait began, then the step
+        "   0.0s  web: requested",
+        "   0.5s  scheduled on h1",
+        "   1.0s  starting on h1",
+        "   1.2s  running on h1",
     ]
     assert clock.now == pytest.approx(5 * 0.25)
 
@@ -109,7 +109,7 @@ def test_follow_a_delete_until_gone() -> None:
     final = follow(lambda: next(polls), Target(GONE), name="web", first=vm("deleting", "h1"),
                    timeout=60, interval=0.01, report=lines.append)
     assert final is None
-    assert lines == ["web: deleting on h1", "web: deleting -> gone"]
+    assert [line.split("s  ", 1)[1] for line in lines] == ["web: deleting on h1", "gone"]
 
 
 def test_follow_fails_with_the_vms_reason() -> None:
@@ -127,7 +127,7 @@ def test_follow_gives_up_after_the_timeout_naming_the_last_status() -> None:
         polls.append(1)
         return vm("requested")
 
-    with pytest.raises(WaitFailed, match=r"after 2s \(last status: requested\)"):
+    with pytest.raises(WaitTimedOut, match=r"after 2s \(last status: requested\)"):
         follow(fetch, Target("running"), name="web", first=vm("requested"), timeout=2,
                interval=0.5, report=lambda line: None, clock=clock, sleep=clock.sleep)
     assert clock.now == pytest.approx(2.0)
@@ -149,3 +149,23 @@ def test_follow_gives_up_after_the_timeout_naming_the_last_status() -> None:
 )
 def test_judge_resource(target: str, view: dict[str, Any] | None, verdict: Verdict) -> None:
     assert judge_resource(Target(target), view) == verdict
+
+
+def test_follow_reports_further_steps_with_the_elapsed_time() -> None:
+    clock = Clock()
+    polls = iter([vm("migrating", "h1"), vm("running", "h2")])
+    pending = [["migration_ready: h2 listening"], []]
+    lines: list[str] = []
+    follow(lambda: next(polls), Target("running", away_from="h1"), name="web",
+           first=vm("migrating", "h1"), timeout=60, interval=1.5, report=lines.append,
+           steps=lambda: pending.pop(0) if pending else [], clock=clock, sleep=clock.sleep)
+    assert lines == [
+        "   0.0s  web: migrating on h1",
+        "   0.0s  migration_ready: h2 listening",
+        "   3.0s  running on h2",
+    ]
+
+
+def test_a_timeout_and_a_failure_exit_differently() -> None:
+    assert exit_code(WaitTimedOut("late")) == ExitCode.TIMEOUT
+    assert exit_code(WaitFailed("failed")) == ExitCode.FAILED
