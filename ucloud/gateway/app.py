@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from ucloud.errors import UcloudError
@@ -26,7 +26,7 @@ from ucloud.gateway import (
     routes_users,
     routes_vms,
 )
-from ucloud.gateway.http import Endpoint, adapt, json_response
+from ucloud.gateway.http import Endpoint, adapt, adapt_stream, json_response
 from ucloud.gateway.metrics import MetricsMiddleware
 from ucloud.gateway.state import Gateway
 from ucloud.metrics import CONTENT_TYPE
@@ -74,7 +74,8 @@ def build_app(gw: Gateway) -> ASGIApp:
         reason = str(exc) if isinstance(exc, UcloudError) else "internal error"
         return json_response(500, {"error": reason, "field": ""})
 
-    routes = [adapt(e, gw.auth.authenticate, limit) for e in declared]
+    routes: list[BaseRoute] = [adapt(e, gw.auth.authenticate, limit) for e in declared]
+    routes += [adapt_stream(e) for e in declared if e.stream is not None]
     routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
