@@ -156,11 +156,11 @@ async def test_the_serial_console_in_a_terminal_with_a_second_viewer(
     audit = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "ucloud.cli.main", "--config", str(settings), "replay", "audit",
-         "--vm", vm],
+         "--vm", vm, "--event", "vm.console_opened"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert audit.returncode == 0, audit.stderr
-    opened = [line for line in audit.stdout.splitlines() if "console_opened" in line]
+    opened = audit.stdout.splitlines()[1:]  # below the header
     assert len(opened) == 2 and all(cloud.user.name in line for line in opened), audit.stdout
     assert all("kind=serial" in line for line in opened), opened
 
