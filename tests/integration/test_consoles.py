@@ -4,7 +4,8 @@
 answer while a second viewer (a WebSocket of its own) sees the same; the WebSockets refuse
 callers without a valid ticket or token, used tickets, and other users; the VNC WebSocket
 speaks RFB and sends a framebuffer the guest's VGA drew on; ``ucloud replay audit`` names
-who opened the consoles; after hostd started anew, the serial console attaches again.
+who opened the consoles; after hostd was killed and started anew, the serial console
+attaches again. A ticket is used once, also by racing uses, and not past its time.
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.gateway_harness import User
 from tests.integration.hostd_harness import (
     Cloud,
+    HostdProcess,
     built,
     import_image,
     running_cloud,
     settings_text,
 )
+from tests.integration.test_hostd_reattach import wait_for_text
 from ucloud.config import Config
-from ucloud.hostd.service import run as run_hostd
+from ucloud.errors import Forbidden
+from ucloud.gateway.console_tickets import TICKET_TTL_S, ConsoleTickets
 from ucloud.imagebuild.tiny import UP_LINE
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
@@ -285,28 +289,66 @@ def chunks(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-@pytest.mark.timeout(300)
-async def test_the_serial_console_attaches_again_after_hostd_started_anew(cloud: Cloud) -> None:
-    vm = await booted(cloud, "c4")
-    granted = await ticket(cloud, cloud.user, vm, "serial")
-    async with connect(ws(cloud, granted["path"]), open_timeout=20) as before:
-        await cloud.stop("hostd")  # QEMU and its serial socket stay
-        async with asyncio.timeout(20):
-            with pytest.raises(Exception):  # noqa: B017 (closed, however it is said)
-                while True:
-                    await before.recv()
-    cloud.start("hostd", run_hostd)
-    await asyncio.sleep(0)
-    deadline = time.monotonic() + 60
+async def attach_when_served(cloud: Cloud, vm: str, timeout: float) -> ClientConnection:
+    """A serial console of ``vm``, once its host serves consoles again."""
+    deadline = time.monotonic() + timeout
     while True:
         granted = await ticket(cloud, cloud.user, vm, "serial")
         try:
-            conn = await connect(ws(cloud, granted["path"]), open_timeout=20)
-            break
-        except InvalidStatus:  # the new hostd's endpoint not published yet
-            assert time.monotonic() < deadline
+            return await connect(ws(cloud, granted["path"]), open_timeout=20)
+        except InvalidStatus as exc:  # 409: the new hostd's endpoint is not published yet
+            assert exc.response.status_code == 409, exc
+            assert time.monotonic() < deadline, "the console never came back"
             await asyncio.sleep(0.5)
-    async with conn:
-        command, answer = shell_line("again")
-        await conn.send(b"\r" + command)
-        await read_until(conn, answer, timeout=60)
+
+
+@pytest.mark.timeout(300)
+async def test_the_serial_console_attaches_again_after_hostd_was_killed(
+    config: Config, tmp_path: Path
+) -> None:
+    async with running_cloud(config, tmp_path, hostd=False) as cloud:
+        await import_image(cloud, await asyncio.to_thread(built, "tiny"), "tiny")
+        hostd = HostdProcess(cloud, tmp_path)
+        hostd.start()
+        try:
+            await wait_for_text(hostd, "reattached: 0 VM(s) found", timeout=60)
+            vm = await booted(cloud, "c4")
+            before = await attach_when_served(cloud, vm, timeout=30)
+            async with before:
+                hostd.kill()  # SIGKILL: QEMU and its serial socket stay
+                async with asyncio.timeout(30):
+                    with pytest.raises(ConnectionClosed):
+                        while True:
+                            await before.recv()
+            hostd.start()
+            async with await attach_when_served(cloud, vm, timeout=60) as conn:
+                command, answer = shell_line("again")
+                await conn.send(b"\r" + command)
+                await read_until(conn, answer, timeout=60)
+        finally:
+            hostd.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_ticket_is_used_once_even_by_racing_uses_and_not_past_its_time(
+    cloud: Cloud,
+) -> None:
+    now = [1_000_000.0]
+    tickets = ConsoleTickets(cloud.gw.store, cloud.config.etcd.secrets_prefix, lambda: now[0])
+    secret, record = await tickets.issue("dora", "users", "vm1", "serial")
+    assert record.expires == now[0] + TICKET_TTL_S
+    assert await cloud.gw.store.get(tickets.prefix + secret) is not None  # in etcd's secrets
+    uses = await asyncio.gather(
+        *(tickets.redeem(secret, "vm1", "serial") for _ in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(use, BaseException) for use in uses) == 1
+    assert all(isinstance(use, Forbidden) for use in uses if isinstance(use, BaseException))
+    assert await cloud.gw.store.get(tickets.prefix + secret) is None
+
+    late, _ = await tickets.issue("dora", "users", "vm1", "vnc")
+    now[0] += TICKET_TTL_S + 1
+    with pytest.raises(Forbidden, match="expired"):
+        await tickets.redeem(late, "vm1", "vnc")
+    other, _ = await tickets.issue("dora", "users", "vm1", "vnc")
+    with pytest.raises(Forbidden, match="another VM"):
+        await tickets.redeem(other, "vm2", "vnc")
