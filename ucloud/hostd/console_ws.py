@@ -94,7 +94,9 @@ class SerialHub:
         for queue in self._viewers:
             _end(queue)
         self._viewers.clear()
-        self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
         self._gone(self)
 
     async def _close(self) -> None:
@@ -190,10 +192,6 @@ class ConsoleStreams:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-
-    async def close(self) -> None:
-        for hub in list(self.hubs.values()):
-            await hub._close()
 
 
 async def deny(ws: WebSocket, status: int, reason: str, field: str = "") -> None:
