@@ -25,8 +25,8 @@ import msgspec
 from bench.common import Stopwatch, embedded_servers, rate, report
 from ucloud import events as ev
 from ucloud.config import Config
-from ucloud.eventlog import EventLog, Stored
-from ucloud.events import Resources
+from ucloud.eventlog import EventLog
+from ucloud.events import Resources, Stored
 from ucloud.handlers import scheduler
 from ucloud.ids import new_id
 from ucloud.services import ServiceContext

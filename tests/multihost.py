@@ -199,13 +199,17 @@ class Underlay:
 
     def host(self, n: int) -> tuple[Namespace, str]:
         """Host ``n`` (1, 2, ...): a namespace with ``underlay`` at ``<ula>::<10+n>``."""
-        space = self.made.add(f"h{n}")
-        outside = f"ucu{self.made.tag}h{n}"
+        return self.node(f"h{n}", 10 + n)
+
+    def node(self, role: str, index: int) -> tuple[Namespace, str]:
+        """A namespace ``role`` (at most 4 characters) with ``underlay`` at ``<ula>::<index>``."""
+        space = self.made.add(role)
+        outside = f"ucu{self.made.tag}{role}"
         sh("ip", "link", "add", outside, "mtu", str(UNDERLAY_MTU), "type", "veth", "peer",
            "name", "underlay", "netns", space.name)
         self.made.root_links.append(outside)
         sh("ip", "link", "set", outside, "master", self.bridge, "up")
-        address = self.address(10 + n)
+        address = self.address(index)
         space.sh("ip", "link", "set", "underlay", "mtu", str(UNDERLAY_MTU), "up")
         space.sh("ip", "-6", "addr", "add", f"{address}/64", "dev", "underlay", "nodad")
         return space, address

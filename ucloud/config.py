@@ -45,6 +45,21 @@ class NatsConfig(_Section):
     # JetStream sync_interval of the nats-server ``ucloud up`` starts: "always" fsyncs each
     # event before it is acknowledged; an interval ("10ms") trades that for appends/s.
     sync: Annotated[str, msgspec.Meta(pattern=r"^(always|([0-9]+(ns|us|ms|s|m|h))+)$")] = "always"
+    # Who ucloud is to NATS, beside user:password@ or token@ in the URL: a credentials file
+    # (user JWT and NKey seed) or an NKey seed file; the CA file that server certificates
+    # are verified with ("": the system's trust store) and a client certificate and key.
+    # Every connection uses them, the log reader's too. Files, never secrets, here.
+    credentials: str = ""
+    nkey_seed: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.credentials and self.nkey_seed:
+            raise ValueError("set credentials or nkey_seed, not both")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
 
 
 class EtcdConfig(_Section):
@@ -56,6 +71,22 @@ class EtcdConfig(_Section):
     # TOTP secrets, replay guards and the token signing key: outside the projection prefix
     # (rebuilds wipe that) and outside the event log.
     secrets_prefix: str = "/ucloud/secret/v1/"
+    # TLS to the members: the CA file that verifies them ("" with an https:// endpoint: the
+    # system's roots), a client certificate and key for --client-cert-auth, and the name
+    # every member's certificate is checked against ("": the first endpoint's host).
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    # etcd user authentication: the password is read from password_file, never kept here.
+    user: str = ""
+    password_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
+        if self.user and not self.password_file:
+            raise ValueError("user needs password_file (the password is never in the config)")
 
 
 class GatewayConfig(_Section):

@@ -38,7 +38,6 @@ import logging
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import msgspec
@@ -58,18 +57,14 @@ from ucloud.store import Store
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Event, int], Awaitable[None]]
+Handler = Callable[[Event, int, int], Awaitable[None]]
+"""A handler: the event, its stream sequence, how often it has been delivered (1 the
+first time; more when the runner redelivers it, and the handler looks for what it
+appended before)."""
 
 IDLE_WAIT_S = 5.0  # a fetch that finds nothing for this long is normal idleness
 RETRY_S = 1.0  # pause after a server or connection error before trying again
 _DURABLE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-
-_delivery: ContextVar[int] = ContextVar("ucloud_delivery", default=1)
-
-
-def delivery() -> int:
-    """How often the message being handled has been delivered (1 the first time)."""
-    return _delivery.get()
 
 
 @dataclass
@@ -168,9 +163,9 @@ def reacting(log: EventLog, react: Callable[[Event], Sequence[Event]]) -> Handle
     de-duplication window a redelivery skips the events already in their aggregate.
     """
 
-    async def handle(event: Event, seq: int) -> None:
+    async def handle(event: Event, seq: int, delivered: int) -> None:
         for reaction in react(event):
-            if delivery() > 1 and await log.find(reaction):
+            if delivered > 1 and await log.find(reaction):
                 continue
             await log.append(reaction)
 
@@ -268,9 +263,8 @@ class _Runner:
             logger.error("%s: message %d does not decode: %s", self.name, seq, exc)
             await self.poison(msg, seq, delivered, f"does not decode: {exc}", msg.ack)
             return
-        token = _delivery.set(delivered)
         try:
-            await self.handle(event, seq)
+            await self.handle(event, seq, delivered)
         except Exception as exc:
             self.counters.failed += 1
             if is_last_delivery(delivered, self.settings.max_deliver):
@@ -288,8 +282,6 @@ class _Runner:
             )
             await msg.nak(delay=delay or None)
             return
-        finally:
-            _delivery.reset(token)
         await msg.ack()
         self.counters.processed += 1
 

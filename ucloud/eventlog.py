@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import ssl
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,16 +40,17 @@ from nats.js.errors import NotFoundError
 
 from ucloud.config import NatsConfig
 from ucloud.errors import ConflictError, DecodeError, InputError, LogError
-from ucloud.events import Event, decode, encode, subject
+from ucloud.events import Event, Stored, decode, encode, subject
 from ucloud.events.base import SUBJECT_ROOT
 from ucloud.logreader import HEARTBEAT_S, LogReader, Make
-from ucloud.natswire import headers_dict
+from ucloud.natswire import NatsAuth, headers_dict, redacted
 
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
 TYPE_HEADER = "Ucloud-Type"
 ACK_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 30.0  # all first tries together
 EVERYTHING = f"{SUBJECT_ROOT}.>"
 _EPOCH = datetime.fromtimestamp(0, UTC)
 T = TypeVar("T")
@@ -150,12 +152,6 @@ class Record:
         return decode(self.data)
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    seq: int
-    event: Event
-
-
 class EventLog:
     """A connection to the event log."""
 
@@ -170,18 +166,51 @@ class EventLog:
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, name: str = "ucloud") -> EventLog:
-        async def report(exc: Exception) -> None:
-            log.warning("NATS %s: %s", config.url, exc or type(exc).__name__)
+        """Connect with every identity and trust setting of ``config``; LogError naming
+        the server's or the TLS layer's reason when that fails."""
+        where = redacted(config.url)
+        reasons: list[str] = []
+        refused = asyncio.Event()  # a certificate problem: no later try can succeed
 
+        async def report(exc: Exception) -> None:
+            reason = str(exc) or type(exc).__name__
+            log.warning("NATS %s: %s", where, reason)
+            if reason not in reasons:
+                reasons.append(reason)
+            if isinstance(exc, ssl.SSLError):
+                refused.set()
+
+        auth = nats_auth(config)
+        auth.check()
+        # A few tries at first, so that a wrong URL is an error, not a hang; once
+        # connected, reconnect for ever (nats-py reads the option on each attempt).
+        # A few tries at first, so that a wrong URL is an error, not a hang; once
+        # connected, reconnect for ever (nats-py reads the option on each attempt).
+        # Several servers: nats-py takes them as a list (a comma-separated string is one
+        # bad URL to it), tried in the configured order as the event log's reader tries
+        # them, so that each process can be pointed at the servers near it.
+        connecting = asyncio.ensure_future(nats.connect(
+            [u.strip() for u in config.url.split(",") if u.strip()], name=name,
+            max_reconnect_attempts=3, reconnect_time_wait=0.5, connect_timeout=5,
+            error_cb=report, dont_randomize=True, **auth.nats_py_options(),
+        ))
+        # nats-py never returns from a failed TLS handshake (it waits for the plain
+        # transport to close), so a certificate error ends the attempt here.
+        refusal = asyncio.ensure_future(refused.wait())
+        await asyncio.wait([connecting, refusal], timeout=CONNECT_TIMEOUT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+        refusal.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, NatsError, OSError):
+                await connecting
+            raise LogError(f"cannot connect to NATS at {where}: "
+                           f"{'; '.join(reasons) or 'no answer'}")
         try:
-            # A few tries at first, so that a wrong URL is an error, not a hang; once
-            # connected, reconnect for ever (nats-py reads the option on each attempt).
-            nc = await nats.connect(
-                config.url, name=name, max_reconnect_attempts=3, reconnect_time_wait=0.5,
-                connect_timeout=5, error_cb=report,
-            )
+            nc = connecting.result()
         except (NatsError, OSError, TimeoutError) as exc:
-            raise LogError(f"cannot connect to NATS at {config.url}: {exc}") from exc
+            reason = "; ".join(reasons) or str(exc) or type(exc).__name__
+            raise LogError(f"cannot connect to NATS at {where}: {reason}") from exc
         nc.options["max_reconnect_attempts"] = -1
         return cls(nc, config)
 
@@ -373,6 +402,7 @@ class EventLog:
             self.config.url, self.stream, make, patterns=[self.physical(s) for s in subjects],
             everything=f"{root}.>", start=start, start_time=start_time, end=stop,
             follow=follow, max_batch=max_batch, heartbeat_s=self.heartbeat_s,
+            auth=nats_auth(self.config),
         )
         async with contextlib.aclosing(reader.batches()) as batches:
             async for batch in batches:
@@ -396,6 +426,14 @@ class EventLog:
         if self.root == SUBJECT_ROOT:
             return record
         return dataclasses.replace(record, subject=SUBJECT_ROOT + record.subject[len(self.root) :])
+
+
+def nats_auth(config: NatsConfig) -> NatsAuth:
+    """The identity and trust settings of ``config``, for every connection to NATS."""
+    return NatsAuth(
+        credentials=config.credentials, nkey_seed=config.nkey_seed, ca_file=config.ca_file,
+        cert_file=config.cert_file, key_file=config.key_file,
+    )
 
 
 def _describe(error: _ApiError) -> str:

@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from ucloud.errors import LogError
-from ucloud.natswire import Frame, Wire, header, status
+from ucloud.natswire import Frame, NatsAuth, Wire, header, status
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,11 @@ class LogReader(Generic[T]):
         max_batch: int = 512,
         heartbeat_s: float = HEARTBEAT_S,
         name: str = "ucloud-read",
+        auth: NatsAuth | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
-        self.wire = Wire(url, name=name)
+        self.wire = Wire(url, name=name, auth=auth)
         self.stream = stream
         self.make = make
         filters = server_filters(patterns, everything)

@@ -15,19 +15,25 @@ parsed out of one buffer, pull requests and JetStream API requests published on 
 It connects the way nats-py does from a URL alone (the event log's configuration is a
 URL): ``nats://`` or ``tls://`` schemes, a comma-separated list of servers tried in
 turn (and the cluster's other servers, learnt from the first INFO, on a reconnect),
-``user:password@`` or ``token@`` in the URL, and TLS with the system's trust store
-(``ssl.create_default_context``, which honours ``SSL_CERT_FILE``) when the scheme is
-``tls`` or the server requires it. Client certificates, NKeys and credentials files are
-not supported (nor by the event log's configuration).
+``user:password@`` or ``token@`` in the URL, and TLS when the scheme is ``tls`` or the
+server requires it. ``NatsAuth`` holds the rest of the configuration that both clients
+apply (nats-py's through ``nats_py_options``, this one's in its CONNECT): a credentials
+file (user JWT and NKey seed: ``jwt`` and the server's nonce signed, ``sig``), an NKey
+seed file (``nkey`` and ``sig``), the CA file that TLS verifies servers with (the system's
+trust store, which honours ``SSL_CERT_FILE``, when none is set) and a client certificate.
+No secret it reads is ever put in a message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import ssl
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -40,16 +46,120 @@ READ_BYTES = 1 << 22  # at most this much is read (and buffered by asyncio) at o
 Frame = tuple[str, bytes, bytes, bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class NatsAuth:
+    """Who a NATS client is and whom it trusts: file paths, "" for unset.
+
+    ``credentials`` is a ``.creds`` file (a user JWT and its NKey seed), ``nkey_seed`` a
+    file holding one seed (``SU...``); at most one of them. ``ca_file`` verifies servers
+    (""): the system's trust store); ``cert_file`` and ``key_file`` are a client
+    certificate for servers that verify clients (``key_file`` "" when the key is in the
+    certificate file).
+    """
+
+    credentials: str = ""
+    nkey_seed: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def check(self) -> None:
+        """Read every file once, so a wrong path or a bad file is an error at connect."""
+        self.ssl_context()
+        if self.credentials:
+            self._signer()
+            self._jwt()
+        elif self.nkey_seed:
+            self._signer()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise LogError(f"NATS CA file {self.ca_file}: {_reason(exc)}") from exc
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise LogError(f"NATS client certificate {self.cert_file}: {_reason(exc)}") from exc
+        return context
+
+    def connect_fields(self, nonce: str) -> dict[str, str]:
+        """What CONNECT carries to prove the identity: ``jwt`` or ``nkey``, and ``sig``."""
+        if not (self.credentials or self.nkey_seed) or not nonce:
+            return {}
+        signer = self._signer()
+        try:
+            fields = {"sig": base64.b64encode(signer.sign(nonce.encode())).decode()}
+            if self.credentials:
+                fields["jwt"] = self._jwt()
+            else:
+                fields["nkey"] = signer.public_key.decode()
+        finally:
+            signer.wipe()
+        return fields
+
+    def nats_py_options(self) -> dict[str, Any]:
+        """The same settings as keyword arguments of ``nats.connect``."""
+        options: dict[str, Any] = {}
+        if self.credentials:
+            options["user_credentials"] = self.credentials
+        elif self.nkey_seed:
+            options["nkeys_seed"] = self.nkey_seed
+        if self.ca_file or self.cert_file:
+            options["tls"] = self.ssl_context()
+        return options
+
+    def _signer(self) -> Any:
+        import nkeys
+
+        path = self.credentials or self.nkey_seed
+        text = _read(path, "credentials file" if self.credentials else "NKey seed file")
+        seed = _section(text, "USER NKEY SEED") if self.credentials else text.strip()
+        try:
+            return nkeys.from_seed(bytearray(seed.encode()))
+        except (nkeys.NkeysError, ValueError) as exc:
+            raise LogError(f"NATS {path}: not a valid NKey seed") from exc
+
+    def _jwt(self) -> str:
+        return _section(_read(self.credentials, "credentials file"), "NATS USER JWT")
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LogError(f"NATS {what} {path}: {_reason(exc)}") from exc
+
+
+def _section(text: str, title: str) -> str:
+    """The body of one ``-----BEGIN <title>-----`` block of a credentials file."""
+    lines = iter(text.splitlines())
+    for line in lines:
+        if f"BEGIN {title}" in line:
+            body = next(lines, "").strip()
+            if body:
+                return body
+    raise LogError(f"NATS credentials file: no {title.lower()} in it")
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 class Wire:
     """One plain NATS protocol connection with a single inbox subscription (``inbox.>``)."""
 
-    def __init__(self, url: str, *, name: str = "ucloud-read") -> None:
+    def __init__(
+        self, url: str, *, name: str = "ucloud-read", auth: NatsAuth | None = None
+    ) -> None:
         self.urls = [u.strip() for u in url.split(",") if u.strip()]
         if not self.urls:
             raise LogError(f"no NATS server in {url!r}")
         # (url, name to verify a TLS certificate against when the URL holds an address)
         self.servers: list[tuple[str, str]] = [(u, "") for u in self.urls]
         self.name = name
+        self.auth = auth or NatsAuth()
         self.inbox = f"_INBOX.{os.urandom(10).hex()}"
         self.url = ""
         self._reader: asyncio.StreamReader | None = None
@@ -60,7 +170,7 @@ class Wire:
     @property
     def where(self) -> str:
         """The servers, without credentials (for messages)."""
-        return ",".join(_redacted(u) for u in self.urls)
+        return ",".join(redacted(u) for u in self.urls)
 
     async def open(self) -> None:
         """Connect to the first server that answers; LogError naming every failure."""
@@ -70,7 +180,7 @@ class Wire:
                 await self._open(url, tls_name)
             except (OSError, EOFError, TimeoutError, ValueError, LogError) as exc:
                 await self.close()
-                failures.append(f"{_redacted(url)}: {exc or type(exc).__name__}")
+                failures.append(f"{redacted(url)}: {exc or type(exc).__name__}")
                 continue
             self.url = url
             return
@@ -88,7 +198,7 @@ class Wire:
             )
             info = json.loads((await self._reader.readuntil(b"\r\n")).removeprefix(b"INFO"))
             if parts.scheme == "tls" or info.get("tls_required"):
-                context = ssl.create_default_context()
+                context = self.auth.ssl_context()
                 await self._writer.start_tls(context, server_hostname=tls_name or host)
         known = {u for u, _ in self.servers}
         learnt = cluster(url, info.get("connect_urls") or [])
@@ -101,6 +211,7 @@ class Wire:
             options["user"], options["pass"] = unquote(parts.username), unquote(parts.password)
         elif parts.username:
             options["auth_token"] = unquote(parts.username)
+        options.update(self.auth.connect_fields(info.get("nonce", "")))
         self._write(b"CONNECT " + json.dumps(options).encode() + b"\r\nPING\r\n")
         self._write(f"SUB {self.inbox}.> 1\r\n".encode())
         async with asyncio.timeout(TIMEOUT_S):
@@ -132,11 +243,11 @@ class Wire:
 
     async def flush(self) -> None:
         if self._writer is None:
-            raise LogError(f"NATS at {_redacted(self.url)}: not connected")
+            raise LogError(f"NATS at {redacted(self.url)}: not connected")
         try:
             await self._writer.drain()
         except (OSError, ConnectionError) as exc:
-            raise LogError(f"NATS at {_redacted(self.url)}: {exc}") from exc
+            raise LogError(f"NATS at {redacted(self.url)}: {exc}") from exc
 
     async def request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
         """A JetStream API request and its JSON answer; LogError with the server's reason.
@@ -193,28 +304,28 @@ class Wire:
                 if op == b"PING":
                     self._write(b"PONG\r\n")
                 elif op == b"-ERR":
-                    raise LogError(f"NATS at {_redacted(self.url)}: {buf[pos:nl].decode()}")
+                    raise LogError(f"NATS at {redacted(self.url)}: {buf[pos:nl].decode()}")
                 pos = nl + 2
             self._buffer = buf[pos:]
         return out
 
     async def _read(self, timeout: float | None) -> bytes:
         if self._reader is None:
-            raise LogError(f"NATS at {_redacted(self.url)}: not connected")
+            raise LogError(f"NATS at {redacted(self.url)}: not connected")
         try:
             async with asyncio.timeout(timeout):
                 data = await self._reader.read(READ_BYTES)
         except TimeoutError:
             raise
         except (OSError, ConnectionError, ssl.SSLError) as exc:
-            raise LogError(f"NATS at {_redacted(self.url)}: {exc}") from exc
+            raise LogError(f"NATS at {redacted(self.url)}: {exc}") from exc
         if not data:
-            raise LogError(f"NATS at {_redacted(self.url)} closed the connection")
+            raise LogError(f"NATS at {redacted(self.url)} closed the connection")
         return data
 
     def _write(self, data: bytes) -> None:
         if self._writer is None or self._writer.is_closing():
-            raise LogError(f"NATS at {_redacted(self.url)}: not connected")
+            raise LogError(f"NATS at {redacted(self.url)}: not connected")
         self._writer.write(data)
 
 
@@ -271,7 +382,7 @@ def headers_dict(raw: bytes) -> dict[str, str]:
     return out
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """``url`` without its password or token."""
     scheme, sep, rest = url.rpartition("://")
     if "@" not in rest:

@@ -4,6 +4,13 @@ Both run as child processes on loopback with their data under one directory. A s
 ready when it says so: nats-server writes its ports file once it listens, etcd answers
 ``/health`` with ``{"health":"true"}``. Ports are kept in ``<dir>/ports.json`` so that a
 restart on the same directory comes back on the same URLs when they are free.
+
+Clustered (``NatsCluster``, ``EtcdCluster``): each server is one member, on ports given
+(its address may be one this process cannot bind, such as another network namespace's,
+which ``wrapper`` enters: ``["ip", "netns", "exec", NS]``). ``launch`` starts a member and
+``wait_ready`` waits for it, so that all members start before any is waited for: a
+member is ready once the cluster has a leader (nats-server's ``/healthz``: JetStream has
+its meta leader; etcd's ``/health``), which takes a quorum.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ucloud.errors import ServerError
@@ -70,33 +79,58 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+@dataclass(frozen=True)
+class NatsCluster:
+    """This nats-server as a member of a JetStream cluster: its route port and the others'
+    route URLs (``nats://[2001:db8::11]:6222``)."""
+
+    name: str
+    port: int
+    routes: Sequence[str]
+
+
+@dataclass(frozen=True)
+class EtcdCluster:
+    """This etcd as one member of a new cluster: every member's name and peer URL."""
+
+    members: Mapping[str, str]
+    token: str = "ucloud"
+    state: str = "new"
+
+
 class _Child:
     """A supervised server process with its log file."""
 
     name = "server"
 
-    def __init__(self, directory: Path, host: str) -> None:
+    def __init__(self, directory: Path, host: str, wrapper: Sequence[str] = ()) -> None:
         self.directory = directory
         self.host = host
+        self.wrapper = list(wrapper)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def _ports(self, names: list[str]) -> dict[str, int]:
+    def _ports(self, names: list[str], given: Mapping[str, int] | None = None) -> dict[str, int]:
+        """The ports of ``names``: those ``given`` (non-zero) as they are, else the saved
+        ones when still free, else free ones."""
         path = self.directory / "ports.json"
         saved: dict[str, int] = {}
         with contextlib.suppress(FileNotFoundError, ValueError):
             saved = json.loads(path.read_text())
         ports = {}
         for n in names:
-            port = saved.get(n)
-            ports[n] = port if port and _port_is_free(self.host, port) else free_port(self.host)
+            port = (given or {}).get(n) or 0
+            if not port:
+                port = saved.get(n) or 0
+                port = port if port and _port_is_free(self.host, port) else free_port(self.host)
+            ports[n] = port
         path.write_text(json.dumps(ports))
         return ports
 
     def _spawn(self, argv: list[str]) -> None:
         log = (self.directory / f"{self.name}.log").open("ab")
         self.process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            [*self.wrapper, *argv], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
 
@@ -117,8 +151,23 @@ class _Child:
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash of its machine would end it (a cluster's fault tests)."""
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def _wait(self, ready: Callable[[], bool], what: str, every: float) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if ready():
+                return
+            time.sleep(every)
+        self.stop()
+        raise ServerError(f"{self.name} {what} within {READY_TIMEOUT_S}s")
 
 
 class EmbeddedNats(_Child):
@@ -129,105 +178,157 @@ class EmbeddedNats(_Child):
     or power loss; an interval such as ``"10ms"`` syncs in groups and loses up to that much
     on such a crash; ``None`` leaves nats-server's own default (every two minutes). The
     monitoring endpoint (``/varz``, ``/jsz``) listens on the same host, on its own port.
+    With ``cluster`` it is one member of a JetStream cluster named ``server_name``.
     """
 
     name = "nats"
 
     def __init__(
-        self, directory: Path, host: str = "127.0.0.1", *, sync: str | None = "always"
-    ) -> None:
-        super().__init__(directory, host)
+        self, directory: Path, host: str = "127.0.0.1", *, sync: str | None = "always",
+        port: int = 0, monitor_port: int = 0, server_name: str = "",
+        cluster: NatsCluster | None = None, wrapper: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        super().__init__(directory, host, wrapper)
         self.sync = sync
-        self.port = 0
-        self.monitor_port = 0
+        self.port = port
+        self.monitor_port = monitor_port
+        self.server_name = server_name
+        self.cluster = cluster
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"nats://{host}:{self.port}"
+        return f"nats://{_bracketed(self.host)}:{self.port}"
 
     @property
     def monitor_url(self) -> str:
         return f"http://{_bracketed(self.host)}:{self.monitor_port}"
 
+    @property
+    def route_url(self) -> str:
+        """Where the other members of its cluster reach it."""
+        assert self.cluster is not None
+        return f"nats://{_bracketed(self.host)}:{self.cluster.port}"
+
     def start(self) -> EmbeddedNats:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> EmbeddedNats:
+        """Start the server without waiting for it (``wait_ready`` does)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        ports = self._ports(["client", "monitor"])
+        ports = self._ports(["client", "monitor"],
+                            {"client": self.port, "monitor": self.monitor_port})
         self.port, self.monitor_port = ports["client"], ports["monitor"]
         sync = f', sync_interval: "{self.sync}"' if self.sync else ""
         ports_dir = self.directory / "run"
         shutil.rmtree(ports_dir, ignore_errors=True)
         ports_dir.mkdir()
+        lines = [
+            f'listen: "{_bracketed(self.host)}:{self.port}"',
+            f'http: "{_bracketed(self.host)}:{self.monitor_port}"',
+            f'ports_file_dir: "{ports_dir}"',
+            f'jetstream {{ store_dir: "{self.directory / "jetstream"}"{sync} }}',
+            "max_payload: 8MB",
+        ]
+        if self.server_name:
+            lines.insert(0, f'server_name: "{self.server_name}"')
+        if self.cluster is not None:
+            routes = ", ".join(f'"{route}"' for route in self.cluster.routes)
+            lines.append(
+                f'cluster {{ name: "{self.cluster.name}", '
+                f'listen: "{_bracketed(self.host)}:{self.cluster.port}", routes: [{routes}] }}'
+            )
         conf = self.directory / "nats.conf"
-        conf.write_text(
-            f'listen: "{_bracketed(self.host)}:{self.port}"\n'
-            f'http: "{_bracketed(self.host)}:{self.monitor_port}"\n'
-            f'ports_file_dir: "{ports_dir}"\n'
-            f'jetstream {{ store_dir: "{self.directory / "jetstream"}"{sync} }}\n'
-            "max_payload: 8MB\n"
-        )
+        conf.write_text("\n".join(lines) + "\n")
         self._spawn([find_binary("nats-server"), "-c", str(conf)])
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if any(ports_dir.glob("*.ports")):
-                return self
-            time.sleep(0.01)
-        self.stop()
-        raise ServerError(f"nats-server did not report its ports within {READY_TIMEOUT_S}s")
+        return self
+
+    def wait_ready(self) -> None:
+        """Until it listens; a member of a cluster, until JetStream has its meta leader."""
+        ports_dir = self.directory / "run"
+        self._wait(lambda: any(ports_dir.glob("*.ports")), "did not report its ports", 0.01)
+        if self.cluster is not None:
+            self._wait(self.healthy, "found no JetStream meta leader", 0.1)
+
+    def healthy(self) -> bool:
+        """``/healthz``: the server and its JetStream are up (in a cluster: with a leader)."""
+        try:
+            with urllib.request.urlopen(f"{self.monitor_url}/healthz", timeout=1) as resp:
+                return bool(json.loads(resp.read()).get("status") == "ok")
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
 
 
 class EmbeddedEtcd(_Child):
-    """A single-member etcd with its data under ``<dir>/data``."""
+    """An etcd with its data under ``<dir>/data``: a single member, or with ``cluster`` one
+    member (``member``) of a cluster."""
 
     name = "etcd"
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1", *, fsync: bool = True) -> None:
-        super().__init__(directory, host)
+    def __init__(
+        self, directory: Path, host: str = "127.0.0.1", *, fsync: bool = True,
+        client_port: int = 0, peer_port: int = 0, member: str = "ucloud",
+        cluster: EtcdCluster | None = None, wrapper: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        super().__init__(directory, host, wrapper)
         self.fsync = fsync
-        self.client_port = 0
-        self.peer_port = 0
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.member = member
+        self.cluster = cluster
 
     @property
     def endpoint(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.client_port}"
+        return f"{_bracketed(self.host)}:{self.client_port}"
 
     @property
     def url(self) -> str:
         return f"http://{self.endpoint}"
 
+    @property
+    def peer_url(self) -> str:
+        return f"http://{_bracketed(self.host)}:{self.peer_port}"
+
     def start(self) -> EmbeddedEtcd:
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> EmbeddedEtcd:
+        """Start the member without waiting for it (``wait_ready`` does)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        ports = self._ports(["client", "peer"])
+        ports = self._ports(["client", "peer"],
+                            {"client": self.client_port, "peer": self.peer_port})
         self.client_port, self.peer_port = ports["client"], ports["peer"]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        peer = f"http://{host}:{self.peer_port}"
+        members = {self.member: self.peer_url}
+        if self.cluster is not None:
+            members = dict(self.cluster.members)
         argv = [
             find_binary("etcd"),
-            "--name", "ucloud",
+            "--name", self.member,
             "--data-dir", str(self.directory / "data"),
             "--listen-client-urls", self.url,
             "--advertise-client-urls", self.url,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"ucloud={peer}",
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", ",".join(f"{n}={u}" for n, u in members.items()),
             "--max-txn-ops", "4096",
             "--max-request-bytes", str(8 << 20),
             "--logger", "zap",
             "--log-level", "warn",
         ]
+        if self.cluster is not None:
+            argv += ["--initial-cluster-token", self.cluster.token,
+                     "--initial-cluster-state", self.cluster.state]
         if not self.fsync:
             argv.append("--unsafe-no-fsync")
         self._spawn(argv)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if self._healthy():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise ServerError(f"etcd did not report healthy within {READY_TIMEOUT_S}s")
+        return self
+
+    def wait_ready(self) -> None:
+        """Until it reports healthy (a member of a cluster: once the cluster has a leader)."""
+        self._wait(self._healthy, "did not report healthy", 0.02)
 
     def _healthy(self) -> bool:
         try:

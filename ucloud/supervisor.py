@@ -188,7 +188,7 @@ async def connected(config: Config, name: str) -> AsyncIterator[tuple[EventLog, 
     """One event log and one store connection for the block, closed afterwards."""
     event_log = await EventLog.connect(config.nats, name=name)
     try:
-        store = await Store.connect(config.etcd.endpoints)
+        store = await Store.open(config.etcd)
         try:
             yield event_log, store
         finally:

@@ -145,7 +145,7 @@ def system() -> dict[str, Any]:
 async def running_gateway(config: Config) -> AsyncIterator[Running]:
     log = await EventLog.connect(config.nats)
     await log.ensure_stream()
-    store = await Store.connect(config.etcd.endpoints)
+    store = await Store.open(config.etcd)
     contexts = {
         name: ServiceContext(config=config, log=log, store=store, name=name)
         for name in ("projector", "gateway")

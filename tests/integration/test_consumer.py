@@ -21,7 +21,6 @@ from ucloud.config import Config, ConsumerConfig, NatsConfig
 from ucloud.consumer import (
     Handler,
     counters,
-    delivery,
     reacting,
     run_consumer,
 )
@@ -121,7 +120,7 @@ async def test_a_handler_sees_each_event_once_in_order(
 ) -> None:
     seen = Seen()
 
-    async def handle(event: ev.Event, seq: int) -> None:
+    async def handle(event: ev.Event, seq: int, delivered: int) -> None:
         seen.add((seq, event.id))
 
     durable = durable_name()
@@ -162,8 +161,9 @@ async def test_a_runner_stopped_mid_batch_leaves_the_rest_to_the_next(
     first_seen = Seen()
     first_react = reacting(first_log, schedule)
 
-    async def hangs_at_k(event: ev.Event, seq: int) -> None:
-        await first_react(event, seq)  # the k-th reaction is appended, its cause not acked
+    async def hangs_at_k(event: ev.Event, seq: int, delivered: int) -> None:
+        # the k-th reaction is appended, its cause not acked
+        await first_react(event, seq, delivered)
         first_seen.add(seq)
         if len(first_seen.items) == k:
             await asyncio.Event().wait()
@@ -178,9 +178,9 @@ async def test_a_runner_stopped_mid_batch_leaves_the_rest_to_the_next(
     second_seen = Seen()
     second_react = reacting(event_log, schedule)
 
-    async def records(event: ev.Event, seq: int) -> None:
-        await second_react(event, seq)
-        second_seen.add((seq, delivery()))
+    async def records(event: ev.Event, seq: int, delivered: int) -> None:
+        await second_react(event, seq, delivered)
+        second_seen.add((seq, delivered))
 
     start(records, durable=durable, settings=settings)
     await second_seen.until(lambda items: {s for s, _ in items} >= set(seqs[k - 1 :]), 15)
@@ -199,9 +199,9 @@ async def test_a_failing_handler_is_retried_with_backoff(
     done = Seen()
     loop = asyncio.get_running_loop()
 
-    async def flaky(event: ev.Event, seq: int) -> None:
-        attempts.append((loop.time(), delivery()))
-        if delivery() < 3:
+    async def flaky(event: ev.Event, seq: int, delivered: int) -> None:
+        attempts.append((loop.time(), delivered))
+        if delivered < 3:
             raise RuntimeError("the host is busy")
         done.add(seq)
 
@@ -235,7 +235,7 @@ async def test_undecodable_messages_are_poison_and_later_events_still_handled(
     good = await event_log.append(requested(new_id()))
     handled = Seen()
 
-    async def handle(event: ev.Event, seq: int) -> None:
+    async def handle(event: ev.Event, seq: int, delivered: int) -> None:
         handled.add(seq)
 
     durable = durable_name()
@@ -263,9 +263,9 @@ async def test_a_handler_that_always_fails_ends_as_poison_without_blocking(
     attempts: list[int] = []
     handled = Seen()
 
-    async def picky(event: ev.Event, seq: int) -> None:
+    async def picky(event: ev.Event, seq: int, delivered: int) -> None:
         if isinstance(event, ev.VmRequested) and event.vm == doomed_vm:
-            attempts.append(delivery())
+            attempts.append(delivered)
             raise RuntimeError("no host can take this vm")
         handled.add(seq)
 
@@ -303,7 +303,7 @@ async def test_a_runner_carries_on_after_nats_restarts(tmp_path: Path, store: St
         await log.ensure_stream()
         handled = Seen()
 
-        async def handle(event: ev.Event, seq: int) -> None:
+        async def handle(event: ev.Event, seq: int, delivered: int) -> None:
             handled.add(seq)
 
         durable = durable_name()

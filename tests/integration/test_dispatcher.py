@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,12 +11,13 @@ import msgspec
 import pytest
 
 from ucloud import events as ev
+from ucloud import lifecycle
 from ucloud.config import Config
 from ucloud.consumer import run_consumer
 from ucloud.eventlog import EventLog
-from ucloud.events import Cause, Nic, Resources
+from ucloud.events import Cause, Nic, Resources, Stored
 from ucloud.handlers import dispatcher
-from ucloud.handlers.dispatcher import Dispatcher, dispatch, fold
+from ucloud.handlers.dispatcher import Dispatcher, dispatch
 from ucloud.ids import new_id
 from ucloud.services import ServiceContext
 from ucloud.store import Store
@@ -24,6 +25,10 @@ from ucloud.store import Store
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 VM = "01a1fcc3-df5b-78ac-9eef-cf1afcf47f42"
 SPEC = Resources(cpu=2, ram_mib=2048, ssd_mib=10_240)
+
+
+def fold(events: Iterable[ev.Event]) -> lifecycle.VmLife:
+    return lifecycle.fold(Stored(seq, event) for seq, event in enumerate(events, start=1))
 
 
 def e(cls: type[ev.VmEvent], **fields: object) -> ev.VmEvent:
@@ -195,8 +200,8 @@ async def test_a_redelivered_intent_appends_its_command_once(
     failures: dict[str, int] = {}
     real = Dispatcher(event_log)
 
-    async def flaky(intent: ev.Event, seq: int) -> None:
-        await real.handle(intent, seq)
+    async def flaky(intent: ev.Event, seq: int, delivered: int) -> None:
+        await real.handle(intent, seq, delivered)
         if failures.setdefault(intent.id, 0) < 2:  # fails after appending, twice
             failures[intent.id] += 1
             raise RuntimeError("lost the ack")

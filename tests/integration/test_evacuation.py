@@ -30,8 +30,8 @@ from ucloud.events import Resources
 from ucloud.events.types import StoreKind
 from ucloud.handlers.dispatcher import Dispatcher
 from ucloud.handlers.evacuation import Evacuator
+from ucloud.handlers.ledger import LedgerFollower
 from ucloud.handlers.migration import Migrations
-from ucloud.handlers.scheduler import LedgerFollower
 from ucloud.hostd.lease import alive_prefix
 from ucloud.hostd.qemu import QemuProcess, RuntimeDir
 from ucloud.ids import new_id
@@ -147,14 +147,14 @@ async def test_two_evacuators_move_each_vm_once(event_log: EventLog) -> None:
         # h1; deleting the lost VM gives its capacity on h1 back
         dispatcher = Dispatcher(log)
         for event in (evacuated[0], lost):
-            await dispatcher.handle(event, 0)
+            await dispatcher.handle(event, 0, 1)
         starts = {(h, s.event.vm) for h in ("h1", "h2") for s in (await log.load("host", h))[0]
                   if isinstance(s.event, ev.HostVmStart)}
         assert {("h2", moves), ("h1", dies)} <= starts
         await log.append(ev.VmDeleteRequested(**at(70), vm=dies))
         deleted = ev.VmDeleted(**at(71), vm=dies)
         await log.append(deleted)
-        await Migrations(log, one, settings).handle(deleted, 0)
+        await Migrations(log, one, settings).handle(deleted, 0, 1)
         await one.catch_up()
         assert one.ledger.hosts_of(dies) == ()
 

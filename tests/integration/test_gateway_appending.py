@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.gateway_harness import Running, gateway_config, running_gateway
-from tests.unit.test_gateway_sshkeys import ED25519
+from tests.unit.gateway.test_sshkeys import ED25519
 from ucloud import events as ev
 from ucloud.config import Config
 from ucloud.errors import Refused
-from ucloud.eventlog import Stored
+from ucloud.events.stored import Stored
 from ucloud.gateway.appending import RETRIES, Decision, decide_and_append
 from ucloud.gateway.state import envelope
 from ucloud.ids import new_id

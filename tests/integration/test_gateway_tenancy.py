@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.gateway_harness import Running, gateway_config, running_gateway, system
-from tests.unit.test_gateway_sshkeys import ED25519
+from tests.unit.gateway.test_sshkeys import ED25519
 from ucloud import events as ev
 from ucloud.config import Config
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.integration.gateway_harness import Running, User, gateway_config, running_gateway, system
-from tests.unit.test_gateway_sshkeys import ED25519, P256
+from tests.unit.gateway.test_sshkeys import ED25519, P256
 from ucloud import events as ev
 from ucloud.config import Config
 

@@ -25,7 +25,7 @@ import pytest
 
 from tests.capabilities import missing
 from tests.integration.gateway_harness import Running, User, gateway_config, running_gateway, system
-from tests.unit.test_gateway_sshkeys import ED25519, P256, RSA
+from tests.unit.gateway.test_sshkeys import ED25519, P256, RSA
 from ucloud import events as ev
 from ucloud.config import Config
 from ucloud.hostd import antispoof

@@ -15,7 +15,8 @@ from ucloud.config import Config
 from ucloud.eventlog import EventLog
 from ucloud.events import Cause, Resources
 from ucloud.handlers import scheduler
-from ucloud.handlers.scheduler import LedgerFollower, Scheduler
+from ucloud.handlers.ledger import LedgerFollower
+from ucloud.handlers.scheduler import Scheduler
 from ucloud.ids import new_id
 from ucloud.services import ServiceContext
 from ucloud.store import Store
@@ -145,8 +146,8 @@ async def test_a_redelivered_request_schedules_nothing_twice(
         handler = Scheduler(event_log, follower, config.scheduler)
         request = requested(size(1, 1024))
         seq = await event_log.append(request)
-        await asyncio.gather(*(handler.handle(request, seq) for _ in range(3)))
-        await handler.handle(request, seq)
+        await asyncio.gather(*(handler.handle(request, seq, 1) for _ in range(3)))
+        await handler.handle(request, seq, 1)
         # a delivery that died between the reservation and the scheduling: the VM then
         # got deleted; the next delivery gives the reservation back
         lost = requested(size(2, 1024))
@@ -157,7 +158,7 @@ async def test_a_redelivered_request_schedules_nothing_twice(
         )
         await event_log.append(ev.VmDeleted(id=new_id(), at=now(), actor="x", vm=lost.vm))
         assert await follower.until(lambda ledger: ledger.hosts_of(lost.vm) == ("h2",), 10)
-        await handler.handle(lost, seq)
+        await handler.handle(lost, seq, 1)
         assert await follower.until(lambda ledger: ledger.hosts_of(lost.vm) == (), 10)
     finally:
         await stop(following)

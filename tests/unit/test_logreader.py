@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ucloud.logreader import STALL_HEARTBEATS, LogReader, _Lost, matcher, server_filters
-from ucloud.natswire import Frame, _redacted, cluster, header, headers_dict, status
+from ucloud.natswire import Frame, cluster, header, headers_dict, redacted, status
 
 
 @pytest.mark.parametrize(("patterns", "subject", "matches"), [
@@ -68,7 +68,7 @@ def test_header_blocks() -> None:
     ("nats://h:4222", "nats://h:4222"),
 ])
 def test_urls_in_messages_hide_credentials(url: str, shown: str) -> None:
-    assert _redacted(url) == shown
+    assert redacted(url) == shown
 
 
 def test_servers_learnt_from_info_keep_scheme_credentials_and_tls_name() -> None:

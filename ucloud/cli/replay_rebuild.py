@@ -44,7 +44,7 @@ async def _rebuild(args: argparse.Namespace) -> int:
     config = server_config(args)
     event_log = await _connect_log(config)
     try:
-        store = await Store.connect(config.etcd.endpoints)
+        store = await Store.open(config.etcd)
         try:
             if args.verify:
                 return await _verify(config, store, event_log)

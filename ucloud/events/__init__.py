@@ -5,6 +5,7 @@ from ucloud.events.codec import AGGREGATES, BY_TAG, EVENT_TYPES, AnyEvent, decod
 from ucloud.events.host import *  # noqa: F403
 from ucloud.events.order import *  # noqa: F403
 from ucloud.events.resources import *  # noqa: F403
+from ucloud.events.stored import Stored
 from ucloud.events.types import (
     NOTHING,
     Ipam,
@@ -33,6 +34,7 @@ __all__ = [
     "Resources",
     "RestartPolicy",
     "StoreKind",
+    "Stored",
     "VmSpec",
     "decode",
     "encode",

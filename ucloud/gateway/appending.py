@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
 from ucloud.errors import ConflictError, Refused
-from ucloud.eventlog import Stored
 from ucloud.events.base import Event
+from ucloud.events.stored import Stored
 from ucloud.gateway.state import Gateway
 
 T = TypeVar("T")

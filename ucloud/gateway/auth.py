@@ -23,7 +23,8 @@ from ucloud.config import Config
 from ucloud.errors import ConfigError, RateLimited, Unauthorized
 from ucloud.gateway import login, tokens
 from ucloud.projections.mirror import Mirror
-from ucloud.store import Delete, Guard, Put, Store
+from ucloud.projections.ops import Delete, Put
+from ucloud.store import Guard, Store
 
 ADMIN_REALM = "admin"
 _STEP_RETRIES = 3

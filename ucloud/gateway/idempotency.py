@@ -43,7 +43,8 @@ from ucloud.errors import InputError, Refused
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, encode
 from ucloud.gateway.state import Gateway
 from ucloud.ids import new_id
-from ucloud.store import Guard, Put, Store
+from ucloud.projections.ops import Put
+from ucloud.store import Guard, Store
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"

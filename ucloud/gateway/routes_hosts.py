@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from ucloud import events as ev
 from ucloud.errors import ConflictError, InputError, NotFound, Refused
-from ucloud.eventlog import Stored
 from ucloud.events.base import valid_token
+from ucloud.events.stored import Stored
 from ucloud.gateway import rules
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, raw_list

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from ucloud import events as ev
 from ucloud.errors import Forbidden, InputError, NotFound, Refused
-from ucloud.eventlog import Stored
+from ucloud.events.stored import Stored
 from ucloud.events.types import StoreKind
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal

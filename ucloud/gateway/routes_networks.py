@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ucloud import events as ev
 from ucloud.errors import NotFound, Refused
-from ucloud.eventlog import Stored
+from ucloud.events.stored import Stored
 from ucloud.events.types import Ipam
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal

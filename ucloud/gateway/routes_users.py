@@ -12,7 +12,7 @@ import re
 
 from ucloud import events as ev
 from ucloud.errors import ConflictError, InputError, NotFound, Refused
-from ucloud.eventlog import Stored
+from ucloud.events import Stored
 from ucloud.events.base import valid_token
 from ucloud.gateway import login
 from ucloud.gateway.appending import Decision, decide_and_append

@@ -20,8 +20,8 @@ from typing import Any
 
 from ucloud import events as ev
 from ucloud.errors import Forbidden, InputError, NotFound, Refused
-from ucloud.eventlog import Stored
 from ucloud.events.base import valid_token
+from ucloud.events.stored import Stored
 from ucloud.gateway import rules
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.auth import Principal
@@ -35,9 +35,10 @@ from ucloud.gateway.spec import read_spec
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.metadata.userdata import encode_user_data, userdata_key
 from ucloud.projections.mirror import Entry
+from ucloud.projections.ops import Put
 from ucloud.projections.views import VmView
 from ucloud.replay.audit import audit_vm
-from ucloud.store import Guard, Put
+from ucloud.store import Guard
 
 _BUSY = ("status", "the VM kept changing; try again")
 _MAC_TRIES = 16

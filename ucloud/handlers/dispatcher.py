@@ -5,9 +5,9 @@ Theory of operation
 It consumes ``vm.*.scheduled`` (start the VM where it was placed), ``start_requested``,
 ``stop_requested`` and ``delete_requested``, and the steps of migration and evacuation:
 ``migration_ready``, ``migrated``, ``evacuated`` and ``lost`` (durable ``dispatcher``).
-For each it loads the VM's aggregate, folds it into a ``VmState`` (status, host, the
-request, whether a delete was asked for, whether a migration is in flight) and lets
-``dispatch`` decide, purely:
+For each it loads the VM's aggregate, folds it into a ``VmLife`` (``lifecycle.py``:
+status, host, the request, whether a delete was asked for, the migration in flight) and
+lets ``dispatch`` decide, purely:
 
 - a command to the host: ``host.<h>.vm_start`` (self-contained: the VM's spec whole, as
   its request made it, and what the spec names resolved from the log when the command is
@@ -30,14 +30,12 @@ log's de-duplication window a redelivery looks for the command in its aggregate 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
 
 import msgspec
 
-from ucloud.consumer import delivery, run_consumer
+from ucloud.consumer import run_consumer
 from ucloud.errors import ConflictError, InputError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -47,25 +45,20 @@ from ucloud.events import (
     HostVmMigrateOut,
     HostVmStart,
     HostVmStop,
-    VmCrashed,
     VmDeleted,
     VmDeleteRequested,
     VmEvacuated,
     VmEvent,
     VmLost,
     VmMigrated,
-    VmMigrationFailed,
     VmMigrationReady,
-    VmMigrationRequested,
     VmRequested,
     VmScheduled,
-    VmSchedulingFailed,
-    VmStarted,
     VmStartRequested,
-    VmStopped,
     VmStopRequested,
     subject,
 )
+from ucloud.lifecycle import VmLife, fold
 from ucloud.resolve import resolve
 from ucloud.services import ServiceContext
 
@@ -80,61 +73,8 @@ INTENTS = (
 SUBJECTS = tuple(subject("vm", "*", cls.tag().split(".", 1)[1]) for cls in INTENTS)
 RETRIES = 8
 
-Status = Literal[
-    "none", "requested", "scheduled", "running", "stopped", "crashed", "failed", "deleted",
-    "lost",
-]
 
-
-@dataclass(frozen=True, slots=True)
-class VmState:
-    """What the dispatcher needs to know of a VM."""
-
-    status: Status = "none"
-    host: str = ""
-    request: VmRequested | None = None
-    deleting: bool = False
-    migrating: bool = False
-
-
-def evolve(state: VmState, event: Event) -> VmState:
-    if isinstance(event, VmMigrationRequested):
-        return replace(state, migrating=True)
-    if isinstance(event, VmMigrated | VmMigrationFailed | VmEvacuated | VmLost | VmDeleted):
-        state = replace(state, migrating=False)
-    if isinstance(event, VmRequested):
-        return replace(state, status="requested", request=event)
-    if isinstance(event, VmScheduled):
-        return replace(state, status="scheduled", host=event.host)
-    if isinstance(event, VmSchedulingFailed):
-        return replace(state, status="failed")
-    if isinstance(event, VmStarted):
-        return replace(state, status="running", host=event.host)
-    if isinstance(event, VmStopped):
-        return replace(state, status="stopped", host=event.host)
-    if isinstance(event, VmCrashed):
-        return replace(state, status="crashed", host=event.host)
-    if isinstance(event, VmLost):
-        return replace(state, status="lost", host=event.host)
-    if isinstance(event, VmDeleted):
-        return replace(state, status="deleted")
-    if isinstance(event, VmDeleteRequested):
-        return replace(state, deleting=True)
-    if isinstance(event, VmMigrated):
-        return replace(state, host=event.to_host)
-    if isinstance(event, VmEvacuated):
-        return replace(state, status="scheduled", host=event.to_host)
-    return state
-
-
-def fold(events: Iterable[Event]) -> VmState:
-    state = VmState()
-    for event in events:
-        state = evolve(state, event)
-    return state
-
-
-def dispatch(state: VmState, intent: VmEvent, cause: Cause) -> Event | str:
+def dispatch(state: VmLife, intent: VmEvent, cause: Cause) -> Event | str:
     """The event an intent leads to in the VM's state, or why there is none (pure)."""
     if state.status == "none" or state.request is None:
         return "no such VM"
@@ -161,7 +101,7 @@ def dispatch(state: VmState, intent: VmEvent, cause: Cause) -> Event | str:
             return f"the VM is {state.status} on {state.host or 'no host'}"
         return _start(state, state.request, cause)
     if isinstance(intent, VmMigrationReady):
-        if not state.migrating or state.status != "running" or intent.host == state.host:
+        if state.migration is None or state.status != "running" or intent.host == state.host:
             return f"no migration of the VM waits for its source (it is {state.status})"
         return HostVmMigrateOut(
             **cause.envelope("vm_migrate_out"), host=state.host, vm=intent.vm,
@@ -178,7 +118,7 @@ def dispatch(state: VmState, intent: VmEvent, cause: Cause) -> Event | str:
     return f"{intent.tag()} is not an intent the dispatcher handles"
 
 
-def _start(state: VmState, request: VmRequested, cause: Cause) -> HostVmStart:
+def _start(state: VmLife, request: VmRequested, cause: Cause) -> HostVmStart:
     return HostVmStart.of(cause.envelope("vm_start"), state.host, request.vm_spec())
 
 
@@ -201,19 +141,19 @@ class Dispatcher:
         self.log = log_
         self.clock = clock
 
-    async def handle(self, intent: Event, seq: int) -> None:
+    async def handle(self, intent: Event, seq: int, delivered: int) -> None:
         if not isinstance(intent, INTENTS):
             return
         cause = Cause.of(intent, ACTOR, self.clock())
         for _ in range(RETRIES):
             stored, last = await self.log.load("vm", intent.vm)
-            outcome = dispatch(fold(s.event for s in stored), intent, cause)
+            outcome = dispatch(fold(stored), intent, cause)
             if isinstance(outcome, str):
                 log.info("vm %s: %s at %d ignored: %s", intent.vm, intent.tag(), seq, outcome)
                 return
             if isinstance(outcome, HostVmStart):
                 outcome = await resolved(self.log, outcome)
-            if delivery() > 1 and await self.log.find(outcome):
+            if delivered > 1 and await self.log.find(outcome):
                 return
             expected = last if isinstance(outcome, VmDeleted) else None
             try:

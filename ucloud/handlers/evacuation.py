@@ -6,7 +6,7 @@ The liveness monitor appends ``host.<h>.down`` when a host's lease expires. The
 ``Evacuator`` (run by the scheduler service, beside its capacity ledger) looks at every
 host the ledger has down; once it has been down for ``[scheduler] evacuate_after_s``
 (``now`` against the ``at`` of its ``down`` event), each VM the ledger holds there is
-decided on by ``decide`` (pure) from the VM's events (``migration.fold``) and whether
+decided on by ``decide`` (pure) from the VM's ``VmLife`` (``lifecycle.fold``) and whether
 its disk is shared storage (RBD, or the filesystem store with ``[images] shared``):
 
 - a VM that should run there (running, scheduled, or crashed with restart ``always``)
@@ -54,9 +54,9 @@ from ucloud.events import (
     VmLost,
     VmMigrationFailed,
 )
-from ucloud.handlers.migration import Flight, fold
+from ucloud.handlers.ledger import LedgerFollower, Taken, reserve
 from ucloud.handlers.placement import NoCapacity, place
-from ucloud.handlers.scheduler import LedgerFollower
+from ucloud.lifecycle import VmLife, fold
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,13 @@ class Stay:
 Decision = Wait | Evacuate | MarkLost | FailMigration | Release | Stay
 
 
-def should_run(flight: Flight) -> bool:
+def should_run(flight: VmLife) -> bool:
     if flight.status in ("running", "scheduled"):
         return True
-    restart = flight.request.restart if flight.request is not None else "always"
-    return flight.status == "crashed" and restart == "always"
+    return flight.status == "crashed" and flight.restart == "always"
 
 
-def decide(down: Down, now: datetime, grace_s: float, flight: Flight, shared: bool) -> Decision:
+def decide(down: Down, now: datetime, grace_s: float, flight: VmLife, shared: bool) -> Decision:
     """What becomes of a VM the ledger holds on a host that is down (pure)."""
     until = down.at + timedelta(seconds=grace_s)
     if now < until:
@@ -204,7 +203,7 @@ class Evacuator:
     async def _one(self, down: Down, vm: str, now: datetime) -> bool:
         """Decide on one VM and act; True when nothing more is to be done for it."""
         stored, last = await self.log.load("vm", vm)
-        flight = fold(s.event for s in stored)
+        flight = fold(stored)
         shared = await self._shared(flight)
         decision = decide(down, now, self.settings.evacuate_after_s, flight, shared)
         if isinstance(decision, Wait):
@@ -242,7 +241,7 @@ class Evacuator:
             return False  # the VM moved on meanwhile: the next pass decides again
         return True
 
-    async def _shared(self, flight: Flight) -> bool:
+    async def _shared(self, flight: VmLife) -> bool:
         if flight.request is None:
             return False
         image = flight.request.image
@@ -254,7 +253,7 @@ class Evacuator:
         return self.images.shared_store(kind)
 
     async def _evacuate(
-        self, down: Down, vm: str, flight: Flight, last: int, cause: Cause
+        self, down: Down, vm: str, flight: VmLife, last: int, cause: Cause
     ) -> bool:
         follower, spec = self.follower, flight.spec
         assert spec is not None
@@ -264,15 +263,11 @@ class Evacuator:
             log.warning("vm %s: cannot evacuate from %s yet: %s", vm, down.host, outcome.reason)
             return False
         host = outcome.host
-        expected = follower.ledger.seq_of(host)
         placed = HostVmPlaced(
             **cause.envelope(f"evacuate/{vm}/{last}/placed/{host}"), host=host, vm=vm,
             resources=spec,
         )
-        try:
-            follower.expect(host, await self.log.append(placed, expected=expected))
-        except ConflictError:
-            follower.expect(host, expected + 1)
+        if isinstance(await reserve(follower, placed), Taken):
             return False
         evacuated = VmEvacuated(
             **cause.envelope(f"evacuated/{vm}/{last}/{host}"), vm=vm, from_host=down.host,
@@ -292,7 +287,7 @@ class Evacuator:
 
     async def _give_back(self, vm: str, host: str, last: int, cause: Cause) -> None:
         stored, _ = await self.log.load("vm", vm)
-        if fold(s.event for s in stored).host == host:
+        if fold(stored).host == host:
             return
         await self.log.append(HostVmReleased(
             **cause.envelope(f"evacuate/{vm}/{last}/unused/{host}"), host=host, vm=vm,

@@ -123,7 +123,7 @@ class ImageScan:
         self.config = config
         self.clock = clock
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         if isinstance(event, ImageRequested):
             await self.create(event)
         elif isinstance(event, ImageDeleteRequested):

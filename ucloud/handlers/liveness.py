@@ -25,11 +25,10 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
-from ucloud.errors import ConflictError
 from ucloud.eventlog import EventLog
 from ucloud.events import Cause, HostDown, HostEvent, HostUp
+from ucloud.handlers.ledger import LedgerFollower, append_to_host
 from ucloud.handlers.placement import CapacityLedger
-from ucloud.handlers.scheduler import LedgerFollower
 from ucloud.hostd.lease import alive_prefix
 from ucloud.services import ServiceContext
 from ucloud.store import Store
@@ -112,14 +111,9 @@ class Monitor:
         present = await self.store.get(f"{self.prefix}{event.host}") is not None
         if present != isinstance(event, HostUp):
             return  # the key changed again meanwhile; the watch will say so
-        expected = self.follower.ledger.seq_of(event.host)
-        try:
-            seq = await self.log.append(event, expected=expected)
-        except ConflictError:  # the host moved on: look again once the ledger shows how
-            self.follower.expect(event.host, expected + 1)
-            return
-        self.follower.expect(event.host, seq)
-        log.info("host %s is %s", event.host, event.event_name)
+        if await append_to_host(self.follower, event):
+            log.info("host %s is %s", event.host, event.event_name)
+        # else the host moved on: look again once the ledger shows how
 
 
 async def run_monitor(ctx: ServiceContext) -> None:

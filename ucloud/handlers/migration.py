@@ -12,15 +12,15 @@ A migration is a chain of events, each step taken by whoever holds what it needs
     hostd src   vm.<id>.migrated {from, to} + host.<src>.vm_released
                 or vm.<id>.migration_failed {reason}   (the VM runs on at the source)
 
-This module holds the pure part (``fold`` of a VM's events into a ``Flight``, ``judge``
-of a request, ``destination``, ``unused`` reservations) and the handler ``Migrations``
+This module holds the pure part (``judge`` of a request on the VM's ``VmLife``, the
+lifecycle's fold, ``destination``, ``unused`` reservations) and the handler ``Migrations``
 (durable ``migration``, run by the scheduler service beside its capacity ledger). For a
 request it loads the VM: a request that is not the one in flight is ignored; a VM that
 no longer runs, or runs on the named host already, fails the migration
 (``migration_failed`` appended with OCC on the VM). Otherwise the destination is the
 admin's host if it fits, else ``place()`` over every host but the source (the scheduler's
-rules and policy); the reservation is appended with OCC on that host, exactly as the
-scheduler does, and the destination's hostd is told. No host fits: ``migration_failed``
+rules and policy); the reservation is appended with OCC on that host (``ledger.reserve``, as the
+scheduler does), and the destination's hostd is told. No host fits: ``migration_failed``
 naming the resource.
 
 When a migration ends (``migrated``, ``migration_failed``) or the VM is deleted, the
@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ucloud.config import SchedulerConfig
-from ucloud.consumer import delivery
 from ucloud.errors import ConflictError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.events import (
@@ -50,24 +49,15 @@ from ucloud.events import (
     HostVmPlaced,
     HostVmReleased,
     Resources,
-    VmCrashed,
     VmDeleted,
-    VmDeleteRequested,
-    VmEvacuated,
-    VmLost,
     VmMigrated,
     VmMigrationFailed,
-    VmMigrationReady,
     VmMigrationRequested,
-    VmRequested,
-    VmScheduled,
-    VmSchedulingFailed,
-    VmStarted,
-    VmStopped,
     subject,
 )
+from ucloud.handlers.ledger import LedgerFollower, reserve
 from ucloud.handlers.placement import CapacityLedger, NoCapacity, Placement, Policy, place
-from ucloud.handlers.scheduler import LedgerFollower
+from ucloud.lifecycle import VmLife, fold
 
 log = logging.getLogger(__name__)
 
@@ -77,58 +67,6 @@ SUBJECTS = tuple(
     subject("vm", "*", name)
     for name in ("migration_requested", "migration_failed", "migrated", "deleted")
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Flight:
-    """A VM as migration and evacuation see it: where it is, and its migration in flight."""
-
-    status: str = "none"  # none requested scheduled running stopped crashed failed lost deleted
-    host: str = ""
-    request: VmRequested | None = None
-    deleting: bool = False
-    migration: VmMigrationRequested | None = None  # the migration in flight
-    ready: str = ""  # the host waiting for it, once it said so
-
-    @property
-    def spec(self) -> Resources | None:
-        return self.request.spec if self.request is not None else None
-
-
-_STATUS: dict[type[Event], str] = {
-    VmScheduled: "scheduled", VmSchedulingFailed: "failed", VmStarted: "running",
-    VmStopped: "stopped", VmCrashed: "crashed", VmLost: "lost",
-}  # fmt: skip
-_ENDS = (VmMigrated, VmMigrationFailed, VmEvacuated, VmLost, VmDeleted)
-
-
-def evolve(flight: Flight, event: Event) -> Flight:
-    if isinstance(event, VmRequested):
-        flight = replace(flight, status="requested", request=event)
-    elif type(event) in _STATUS:
-        flight = replace(flight, status=_STATUS[type(event)], host=getattr(event, "host", ""))
-    elif isinstance(event, VmDeleteRequested):
-        flight = replace(flight, deleting=True)
-    elif isinstance(event, VmMigrationRequested):
-        flight = replace(flight, migration=event, ready="")
-    elif isinstance(event, VmMigrationReady) and flight.migration is not None:
-        flight = replace(flight, ready=event.host)
-    if isinstance(event, VmMigrated):
-        flight = replace(flight, host=event.to_host)
-    elif isinstance(event, VmEvacuated):
-        flight = replace(flight, status="scheduled", host=event.to_host)
-    elif isinstance(event, VmDeleted):
-        flight = replace(flight, status="deleted")
-    if isinstance(event, _ENDS):
-        flight = replace(flight, migration=None, ready="")
-    return flight
-
-
-def fold(events: Iterable[Event]) -> Flight:
-    flight = Flight()
-    for event in events:
-        flight = evolve(flight, event)
-    return flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +88,7 @@ class Ignore:
     reason: str
 
 
-def judge(flight: Flight, request: VmMigrationRequested) -> Move | Fail | Ignore:
+def judge(flight: VmLife, request: VmMigrationRequested) -> Move | Fail | Ignore:
     """What a migration request leads to in the VM's state (pure)."""
     if flight.migration is None or flight.migration.id != request.id:
         return Ignore("it is not the migration in flight")
@@ -179,7 +117,7 @@ def destination(
     return outcome
 
 
-def unused(flight: Flight, held: Collection[str]) -> list[str]:
+def unused(flight: VmLife, held: Collection[str]) -> list[str]:
     """The hosts whose reservation of the VM can go: all for a deleted VM; none while a
     migration is in flight (its end decides); else all but the VM's host."""
     if flight.status == "deleted":
@@ -208,18 +146,18 @@ class Migrations:
         self.settings = settings
         self.clock = clock
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         await self.follower.ready.wait()
         if isinstance(event, VmMigrationRequested):
-            await self.start(event)
+            await self.start(event, delivered)
         elif isinstance(event, VmMigrationFailed | VmMigrated | VmDeleted):
-            await self.tidy(event)
+            await self.tidy(event, delivered)
 
-    async def start(self, request: VmMigrationRequested) -> None:
+    async def start(self, request: VmMigrationRequested, delivered: int = 1) -> None:
         cause = Cause.of(request, ACTOR, self.clock())
         for _ in range(self.settings.conflict_retries):
             stored, last = await self.log.load("vm", request.vm)
-            verdict = judge(fold(s.event for s in stored), request)
+            verdict = judge(fold(stored), request)
             if isinstance(verdict, Ignore):
                 log.info("vm %s: migration request %s ignored: %s", request.vm, request.id,
                          verdict.reason)
@@ -229,7 +167,7 @@ class Migrations:
                 if target is _Again.DECIDE:
                     continue
                 if isinstance(target, str):
-                    await self._tell(request, verdict, target, cause)
+                    await self._tell(request, verdict, target, cause, delivered)
                     return
                 verdict = Fail(f"no host to move it to: {target.reason}")
             failed = VmMigrationFailed(
@@ -260,36 +198,32 @@ class Migrations:
         if isinstance(outcome, NoCapacity):
             return outcome
         host = outcome.host
-        expected = follower.ledger.seq_of(host)
         placed = HostVmPlaced(
             **cause.envelope(f"placed/{host}"), host=host, vm=vm, resources=move.spec,
             migration=True,
         )
-        try:
-            seq = await self.log.append(placed, expected=expected)
-        except ConflictError:
-            follower.expect(host, expected + 1)
-            return _Again.DECIDE
-        follower.expect(host, seq)
-        return host
+        reserved = await reserve(follower, placed)
+        return reserved if isinstance(reserved, str) else _Again.DECIDE
 
     async def _tell(
-        self, request: VmMigrationRequested, move: Move, host: str, cause: Cause
+        self, request: VmMigrationRequested, move: Move, host: str, cause: Cause, delivered: int
     ) -> None:
         command = HostVmMigrateIn(
             **cause.envelope(f"migrate_in/{host}"), host=host, vm=request.vm,
             from_host=move.source,
         )
-        if delivery() > 1 and await self.log.find(command):
+        if delivered > 1 and await self.log.find(command):
             return
         await self.log.append(command)
         log.info("vm %s: migrating from %s to %s", request.vm, move.source, host)
 
-    async def tidy(self, event: VmMigrationFailed | VmMigrated | VmDeleted) -> None:
+    async def tidy(
+        self, event: VmMigrationFailed | VmMigrated | VmDeleted, delivered: int = 1
+    ) -> None:
         """Release the reservations the VM no longer uses."""
         await self.follower.catch_up()
         stored, _ = await self.log.load("vm", event.vm)
-        flight = fold(s.event for s in stored)
+        flight = fold(stored)
         cause = Cause.of(event, ACTOR, self.clock())
         held = set(self.follower.ledger.hosts_of(event.vm))
         if isinstance(event, VmMigrated):
@@ -299,7 +233,7 @@ class Migrations:
                 **cause.envelope(f"released/{host}"), host=host, vm=event.vm,
                 reason=f"not used after {event.event_name}",
             )
-            if delivery() > 1 and await self.log.find(released):
+            if delivered > 1 and await self.log.find(released):
                 continue
             await self.log.append(released)
             log.info("vm %s: reservation on %s released (%s)", event.vm, host, released.reason)

@@ -60,7 +60,7 @@ class NetAlloc:
         self.position = 0  # the pool events up to this stream sequence are folded
         self.last: dict[str, int] = {}  # pool id -> its last stream sequence
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         if isinstance(event, NetRequested | NetDeleteRequested):
             await self.settle(event)
 

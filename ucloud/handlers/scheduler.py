@@ -4,20 +4,20 @@ Theory of operation
 -------------------
 It consumes ``vm.*.requested`` (durable ``scheduler``, shared by every scheduler) and
 ``host.*.down``. Beside the consumer it follows the host events of the log from sequence
-1 into a ``CapacityLedger`` (``LedgerFollower``); the ledger is only ever the fold of the
-log, so a scheduler may restart or run in many copies.
+1 into a ``CapacityLedger`` (``LedgerFollower``, ``ledger.py``); the ledger is only ever
+the fold of the log, so a scheduler may restart or run in many copies.
 
 For a request: load the VM's aggregate; if it is already scheduled, failed, deleted or
 being deleted there is nothing to do. (A first delivery skips the load: the append of
 ``vm.scheduled`` expects the request's own sequence, so anything that followed the
 request makes it conflict, and the VM is loaded then.) A reservation the ledger already
 holds for the VM (an earlier delivery that got that far) is reused; otherwise ``place()``
-decides and the scheduler appends ``host.<h>.vm_placed`` expecting the host's last
-sequence as the ledger knows it. Another scheduler that placed on the host first makes
-that a conflict. Either way the ledger is now behind on that host: until it shows the
-placement (or passes the sequence that conflicted), decisions pass the host over, so the
-next decision need not wait for the follower. Only a decision that finds no room while
-passing hosts over waits for them.
+decides and the scheduler reserves (``ledger.reserve``): ``host.<h>.vm_placed`` expecting
+the host's last sequence as the ledger knows it. Another scheduler that placed on the
+host first makes that a conflict. Either way the ledger is now behind on that host: until
+it shows the placement (or passes the sequence that conflicted), decisions pass the host
+over, so the next decision need not wait for the follower. Only a decision that finds no
+room while passing hosts over waits for them.
 
 Then ``vm.<id>.scheduled`` is appended expecting the VM's last sequence. If the VM moved
 meanwhile, it is loaded again: scheduled elsewhere (a concurrent delivery won) or deleted
@@ -45,23 +45,25 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ucloud.config import SchedulerConfig
-from ucloud.consumer import delivery, run_consumer
-from ucloud.errors import ConflictError, DecodeError, LogError
-from ucloud.eventlog import EventLog, Record, Stored
+from ucloud.consumer import run_consumer
+from ucloud.errors import ConflictError, LogError
+from ucloud.eventlog import EventLog
 from ucloud.events import (
     Cause,
     Event,
     HostDown,
     HostVmPlaced,
     HostVmReleased,
-    VmDeleted,
-    VmDeleteRequested,
+    Stored,
     VmRequested,
     VmScheduled,
     VmSchedulingFailed,
     subject,
 )
-from ucloud.handlers.placement import CapacityLedger, NoCapacity, advanced, evolve, place
+from ucloud.handlers import evacuation, migration
+from ucloud.handlers.ledger import LedgerFollower, reserve
+from ucloud.handlers.placement import NoCapacity, place
+from ucloud.lifecycle import VmLife, fold
 from ucloud.metrics import SCHEDULER_CONFLICTS, SCHEDULER_DECISIONS
 from ucloud.services import ServiceContext
 
@@ -70,88 +72,11 @@ log = logging.getLogger(__name__)
 ACTOR = "system:scheduler"
 DURABLE = "scheduler"
 SUBJECTS = (subject("vm", "*", "requested"), subject("host", "*", "down"))
-HOST_EVENTS = subject("host", "*", "*")
 
 
-class LedgerFollower:
-    """The capacity ledger of the log, kept current by following every host event."""
-
-    def __init__(self, log_: EventLog) -> None:
-        self.log = log_
-        self.ledger = CapacityLedger()
-        self.ready = asyncio.Event()  # set once the history up to the start is folded
-        self.behind: dict[str, int] = {}  # host -> a sequence the ledger has yet to show
-        self._changed = asyncio.Event()
-
-    async def run(self) -> None:
-        """Fold the history, then follow; runs until cancelled."""
-        last = await self.log.last_sequence()
-        if last:
-            async for batch in self.log.read(1, filter_subject=HOST_EVENTS, stop=last):
-                self._fold(batch)
-        self._publish(advanced(self.ledger, last))
-        self.ready.set()
-        async for batch in self.log.read(last + 1, filter_subject=HOST_EVENTS, follow=True):
-            self._fold(batch)
-
-    async def catch_up(self) -> None:
-        """Fold the host events the log holds beyond the ledger right now (one direct read),
-        for a decision that must not miss a host the follower has not delivered yet."""
-        records = await self.log.records(HOST_EVENTS, start=self.ledger.position + 1)
-        if records:
-            self._fold(records)
-
-    def _fold(self, records: list[Record]) -> None:
-        stored: list[tuple[int, Event]] = []
-        for record in records:
-            try:
-                stored.append((record.seq, record.event()))
-            except DecodeError:
-                log.warning("ledger: skipping undecodable event %d", record.seq)
-        self._publish(evolve(self.ledger, stored))
-
-    def _publish(self, ledger: CapacityLedger) -> None:
-        self.ledger = ledger
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def expect(self, host: str, seq: int) -> None:
-        """The log holds ``seq`` for ``host``: the ledger is behind on it until it shows it."""
-        if seq > self.behind.get(host, 0):
-            self.behind[host] = seq
-
-    def stale(self) -> frozenset[str]:
-        """The hosts the ledger is behind on."""
-        ledger = self.ledger
-        for host in [h for h, seq in self.behind.items() if ledger.seq_of(h) >= seq]:
-            del self.behind[host]
-        return frozenset(self.behind)
-
-    def fresh(self, host: str) -> bool:
-        return self.ledger.seq_of(host) >= self.behind.get(host, 0)
-
-    async def until(self, predicate: Callable[[CapacityLedger], bool], timeout: float) -> bool:
-        """Wait until ``predicate(ledger)`` holds; False after ``timeout`` seconds."""
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel.
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate(self.ledger):
-                    await self._changed.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def changed(self) -> asyncio.Event:
-        """An event set at the next change of the ledger."""
-        return self._changed
-
-
-def settled(events: list[Stored]) -> bool:
+def settled(life: VmLife) -> bool:
     """Whether a VM needs no scheduling: it has a host or a failure, or is going away."""
-    done = (VmScheduled, VmSchedulingFailed, VmDeleted, VmDeleteRequested)
-    return any(isinstance(s.event, done) for s in events) or not any(
-        isinstance(s.event, VmRequested) for s in events
-    )
+    return life.status != "requested" or life.deleting
 
 
 class _Again(enum.Enum):
@@ -177,19 +102,19 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         if isinstance(event, HostDown):
             log.warning("host %s is down; its VMs move after %gs unless it returns",
                         event.host, self.settings.evacuate_after_s)
         elif isinstance(event, VmRequested):
             await self.follower.ready.wait()
-            await self.schedule(event, seq)
+            await self.schedule(event, seq, delivered)
 
-    async def schedule(self, request: VmRequested, seq: int = 0) -> None:
+    async def schedule(self, request: VmRequested, seq: int = 0, delivered: int = 1) -> None:
         cause = Cause.of(request, ACTOR, self.clock())
         mine = ""  # the host this call reserved
         vm: tuple[list[Stored], int] | None = None
-        if seq and delivery() == 1:
+        if seq and delivered == 1:
             # A first delivery takes the request for the whole aggregate: if anything
             # followed it, vm.scheduled (expecting the request's sequence) conflicts, and
             # the VM is loaded then.
@@ -198,7 +123,7 @@ class Scheduler:
             if vm is None:
                 vm = await self.log.load("vm", request.vm)
             stored, vm_last = vm
-            if settled(stored):
+            if settled(fold(stored)):
                 await self._release_unused(request, cause, stored, mine)
                 return
             held = self.follower.ledger.hosts_of(request.vm)
@@ -247,18 +172,11 @@ class Scheduler:
             log.info("vm %s not scheduled: %s", request.vm, outcome.reason)
             return _Again.DONE
         host = outcome.host
-        expected = follower.ledger.seq_of(host)
         placed = HostVmPlaced(
             **cause.envelope(f"placed/{host}"), host=host, vm=request.vm, resources=request.spec
         )
-        try:
-            seq = await self.log.append(placed, expected=expected)
-        except ConflictError:
-            SCHEDULER_CONFLICTS.labels("host").inc()
-            follower.expect(host, expected + 1)
-            return _Again.HOST
-        follower.expect(host, seq)
-        return host
+        reserved = await reserve(follower, placed)
+        return reserved if isinstance(reserved, str) else _Again.HOST
 
     async def _release_unused(
         self, request: VmRequested, cause: Cause, stored: list[Stored], mine: str
@@ -279,8 +197,6 @@ class Scheduler:
 async def run(ctx: ServiceContext) -> None:
     """The ``scheduler`` service: a ledger follower, a consumer of VM requests, the
     migration handler and the evacuator."""
-    from ucloud.handlers import evacuation, migration  # they build on this module
-
     follower = LedgerFollower(ctx.log)
     scheduler = Scheduler(ctx.log, follower, ctx.config.scheduler)
     migrations = migration.Migrations(ctx.log, follower, ctx.config.scheduler)

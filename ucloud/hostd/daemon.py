@@ -121,8 +121,10 @@ class Hostd:
 
     # --- commands -----------------------------------------------------------------------
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         """The consumer's handler: acts on this host's VM commands."""
+        if delivered > 1:
+            self.facts.redelivered(event.id)
         if isinstance(event, HostVmMigrateIn | HostVmMigrateOut | HostVmReleased):
             if event.host == self.me:
                 await self.handle_migration(event, seq)

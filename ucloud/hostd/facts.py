@@ -10,14 +10,16 @@ being handled is a redelivery, beyond the log's de-duplication window.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ucloud.consumer import delivery
 from ucloud.eventlog import EventLog
 from ucloud.events import Cause, Event
 from ucloud.ids import derive_id, new_id
+
+REMEMBERED = 1024  # redelivered commands remembered (each answered within moments)
 
 
 class Facts:
@@ -27,6 +29,15 @@ class Facts:
         self.log = log
         self.actor = actor
         self.clock = clock
+        self._redelivered: OrderedDict[str, None] = OrderedDict()  # the latest few commands
+
+    def redelivered(self, command: str) -> None:
+        """The command with id ``command`` was delivered again: its answers may be in the
+        log already (past its de-duplication window), so look before appending them."""
+        self._redelivered[command] = None
+        self._redelivered.move_to_end(command)
+        while len(self._redelivered) > REMEMBERED:
+            self._redelivered.popitem(last=False)
 
     def cause(self, event: Event) -> Cause:
         """The cause of a reaction to ``event``, now."""
@@ -54,6 +65,6 @@ class Facts:
 
     async def append(self, event: Event) -> None:
         """Append ``event`` unless a redelivered command already led to it."""
-        if delivery() > 1 and await self.log.find(event):
+        if event.causation in self._redelivered and await self.log.find(event):
             return
         await self.log.append(event)

@@ -299,15 +299,15 @@ def start_sending(hostd: HostVms, command: HostVmMigrateOut, cause: Cause) -> No
 async def resume_sending(hostd: HostVms, machine: Machine, facts: rules.VmFacts) -> None:
     """After a restart: go on with the migration in flight out of this host, if its command
     came (it may have been taken before the restart and will not come again)."""
-    if not facts.migration or facts.host != hostd.me or not facts.incoming:
+    if not facts.migration or facts.host != hostd.me or not facts.ready:
         return
     stored, _ = await hostd.log.load("host", hostd.me)
     command = next(
         (s.event for s in reversed(stored) if isinstance(s.event, HostVmMigrateOut)
-         and s.event.vm == machine.vm and s.seq > facts.migration),
+         and s.event.vm == machine.vm and s.seq > facts.migration_seq),
         None,
     )  # fmt: skip
-    if command is not None and command.to_host == facts.incoming:
+    if command is not None and command.to_host == facts.ready:
         log.info("vm %s: picking up its migration to %s", machine.vm, command.to_host)
         start_sending(hostd, command, hostd.facts.cause(command))
 

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-hostd knows three things about a VM: what the log says of it (``VmFacts``, the fold of
-its aggregate with stream sequences), whether its QEMU runs here (from the pid file and
-QMP), and how a QEMU that ended ended (QMP's last ``SHUTDOWN`` event). From those:
+hostd knows three things about a VM: what the log says of it (``VmLife``, the
+lifecycle's fold of its aggregate with stream sequences, ``lifecycle.py``), whether its
+QEMU runs here (from the pid file and QMP), and how a QEMU that ended ended (QMP's last
+``SHUTDOWN`` event). From those:
 
 - ``judge_command``: whether a command (``host.<me>.vm_start|vm_stop|vm_delete``) is acted
   on. A command for a VM that is deleted or placed elsewhere is not; a start or stop that
@@ -31,103 +32,28 @@ Nothing here reads a clock, a file or the network.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
-from ucloud.eventlog import Stored
 from ucloud.events import (
-    Event,
     HostVmDelete,
     HostVmMigrateIn,
     HostVmMigrateOut,
     HostVmStart,
     HostVmStop,
-    VmCrashed,
-    VmDeleted,
-    VmDeleteRequested,
-    VmEvacuated,
-    VmLost,
-    VmMigrated,
-    VmMigrationFailed,
-    VmMigrationReady,
-    VmMigrationRequested,
-    VmRequested,
-    VmScheduled,
-    VmStarted,
-    VmStartRequested,
-    VmStopped,
-    VmStopRequested,
 )
 from ucloud.events.types import RestartPolicy
+from ucloud.lifecycle import VmLife
+from ucloud.lifecycle import fold as fold
 
-Status = Literal[
-    "none", "requested", "scheduled", "running", "stopped", "crashed", "failed", "deleted",
-    "lost",
-]
-INTENTS = (VmStartRequested, VmStopRequested, VmDeleteRequested, VmMigrationRequested)
-
-
-@dataclass(frozen=True, slots=True)
-class VmFacts:
-    """What the log says of a VM, as hostd needs it."""
-
-    status: Status = "none"
-    host: str = ""
-    request: VmRequested | None = None
-    deleting: bool = False
-    last_intent: int = 0  # stream sequence of the latest lifecycle request
-    migration: int = 0  # stream sequence of the migration request in flight (0: none)
-    incoming: str = ""  # where the migration in flight goes, once that host is ready
-
-    @property
-    def restart(self) -> RestartPolicy:
-        return self.request.restart if self.request is not None else "always"
-
-
-def evolve(facts: VmFacts, seq: int, event: Event) -> VmFacts:
-    if isinstance(event, INTENTS):
-        facts = replace(facts, last_intent=max(facts.last_intent, seq))
-    if isinstance(event, VmRequested):
-        return replace(facts, status="requested", request=event)
-    if isinstance(event, VmScheduled):
-        return replace(facts, status="scheduled", host=event.host)
-    if isinstance(event, VmStarted):
-        return replace(facts, status="running", host=event.host)
-    if isinstance(event, VmStopped):
-        return replace(facts, status="stopped", host=event.host)
-    if isinstance(event, VmCrashed):
-        return replace(facts, status="crashed", host=event.host)
-    if isinstance(event, VmLost):
-        return replace(facts, status="lost", host=event.host, migration=0, incoming="")
-    if isinstance(event, VmDeleted):
-        return replace(facts, status="deleted", migration=0, incoming="")
-    if isinstance(event, VmDeleteRequested):
-        return replace(facts, deleting=True)
-    if isinstance(event, VmMigrationRequested):
-        return replace(facts, migration=seq, incoming="")
-    if isinstance(event, VmMigrationReady):
-        return replace(facts, incoming=event.host) if facts.migration else facts
-    if isinstance(event, VmMigrated):
-        return replace(facts, host=event.to_host, migration=0, incoming="")
-    if isinstance(event, VmMigrationFailed):
-        return replace(facts, migration=0, incoming="")
-    if isinstance(event, VmEvacuated):
-        return replace(facts, status="scheduled", host=event.to_host, migration=0, incoming="")
-    return facts
-
-
-def fold(stored: Iterable[Stored]) -> VmFacts:
-    facts = VmFacts()
-    for item in stored:
-        facts = evolve(facts, item.seq, item.event)
-    return facts
+VmFacts = VmLife  # what the log says of a VM: the lifecycle's fold (``fold``)
 
 
 Command = HostVmStart | HostVmStop | HostVmDelete
 
 
-def judge_command(command: Command, seq: int, facts: VmFacts, me: str) -> str | None:
+def judge_command(command: Command, seq: int, facts: VmLife, me: str) -> str | None:
     """None when hostd acts on ``command`` (at stream sequence ``seq``); else why not."""
     if facts.status == "none":
         return "no such VM"
@@ -151,13 +77,13 @@ def judge_command(command: Command, seq: int, facts: VmFacts, me: str) -> str | 
 MigrationCommand = HostVmMigrateIn | HostVmMigrateOut
 
 
-def judge_migration(command: MigrationCommand, seq: int, facts: VmFacts, me: str) -> str | None:
+def judge_migration(command: MigrationCommand, seq: int, facts: VmLife, me: str) -> str | None:
     """None when hostd acts on a migration command (at sequence ``seq``); else why not."""
     if facts.status in ("none", "deleted"):
         return "no such VM" if facts.status == "none" else "the VM is deleted"
     if facts.deleting:
         return "the VM is being deleted"
-    if not facts.migration or facts.migration > seq:
+    if facts.migration is None or facts.migration_seq > seq:
         return "no migration of the VM is in flight"
     if facts.last_intent > seq:
         return "a later request of the VM superseded it"
@@ -171,8 +97,8 @@ def judge_migration(command: MigrationCommand, seq: int, facts: VmFacts, me: str
         return None
     if facts.host != me:
         return f"the VM is on {facts.host or 'no host'} now"
-    if facts.incoming != command.to_host:
-        return f"the migration goes to {facts.incoming or 'no ready host'}, not {command.to_host}"
+    if facts.ready != command.to_host:
+        return f"the migration goes to {facts.ready or 'no ready host'}, not {command.to_host}"
     return None
 
 
@@ -184,11 +110,11 @@ class Desired(enum.Enum):
     PENDING = "pending"  # a command on its way decides (scheduled, being deleted)
 
 
-def desired(facts: VmFacts, me: str) -> Desired:
+def desired(facts: VmLife, me: str) -> Desired:
     if facts.status in ("none", "deleted"):
         return Desired.GONE
     if facts.host and facts.host != me:
-        return Desired.INCOMING if facts.incoming == me else Desired.GONE
+        return Desired.INCOMING if facts.ready == me else Desired.GONE
     if facts.deleting:
         return Desired.PENDING
     if facts.status == "running":
@@ -250,7 +176,7 @@ def reconcile(vms: Mapping[str, tuple[Desired, bool]]) -> list[Action]:
 Leftovers = Literal["keep", "runtime", "runtime and disks"]
 
 
-def leftovers(facts: VmFacts, me: str) -> Leftovers:
+def leftovers(facts: VmLife, me: str) -> Leftovers:
     """What of a VM that does not run here may be removed from this host (its QEMU gone).
 
     A VM that lives on elsewhere leaves its runtime directory (its disk is shared storage:

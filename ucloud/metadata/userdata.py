@@ -72,7 +72,7 @@ class Remover:
         self.store = store
         self.secrets_prefix = secrets_prefix
 
-    async def handle(self, event: Event, seq: int) -> None:
+    async def handle(self, event: Event, seq: int, delivered: int) -> None:
         if isinstance(event, VmDeleted):
             await self.store.delete(userdata_key(self.secrets_prefix, event.vm))
             log.debug("removed the user data of deleted VM %s (seq %d)", event.vm, seq)

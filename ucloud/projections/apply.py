@@ -30,7 +30,9 @@ import msgspec
 from ucloud import events as ev
 from ucloud.errors import InputError
 from ucloud.events import Event
+from ucloud.lifecycle import SHOWN, where
 from ucloud.net_addr import eui64, normalize_mac
+from ucloud.projections.ops import Delete, Op, Put
 from ucloud.projections.views import (
     FileView,
     HostView,
@@ -58,7 +60,6 @@ from ucloud.projections.views import (
     vni_key,
 )
 from ucloud.replay.prices import per_30_days, plain
-from ucloud.store import Delete, Op, Put
 
 State = Mapping[str, Value]
 Change = tuple[str, Value | None]  # key and its new value; None removes the key
@@ -149,64 +150,15 @@ def _vm_update(state: State, vm: str, at: datetime, **fields: Any) -> list[Chang
     return [(vm_key(vm), msgspec.structs.replace(view, updated_at=at, **fields))]
 
 
-_INTENT_STATUS = {
-    ev.VmStartRequested: "starting",
-    ev.VmStopRequested: "stopping",
-    ev.VmDeleteRequested: "deleting",
-    ev.VmMigrationRequested: "migrating",
-}
-
-
-@_on(*_INTENT_STATUS)
-def _vm_intent(state: State, e: ev.VmEvent) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status=_INTENT_STATUS[type(e)], reason="")
-
-
-@_on(ev.VmScheduled)
-def _vm_scheduled(state: State, e: ev.VmScheduled) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status="scheduled", host=e.host, reason="")
-
-
-@_on(ev.VmSchedulingFailed)
-def _vm_scheduling_failed(state: State, e: ev.VmSchedulingFailed) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status="failed", reason=e.reason)
-
-
-@_on(ev.VmStarted)
-def _vm_started(state: State, e: ev.VmStarted) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status="running", host=e.host, reason="")
-
-
-@_on(ev.VmStopped)
-def _vm_stopped(state: State, e: ev.VmStopped) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status="stopped", host=e.host, reason=e.reason)
-
-
-@_on(ev.VmCrashed)
-def _vm_crashed(state: State, e: ev.VmCrashed) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status="crashed", host=e.host, reason=e.reason)
-
-
-@_on(ev.VmLost)
-def _vm_lost(state: State, e: ev.VmLost) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status="lost", host=e.host, reason=e.reason)
-
-
-@_on(ev.VmMigrated)
-def _vm_migrated(state: State, e: ev.VmMigrated) -> list[Change]:
-    return _vm_update(state, e.vm, e.at, status="running", host=e.to_host, reason="")
-
-
-@_on(ev.VmMigrationFailed)
-def _vm_migration_failed(state: State, e: ev.VmMigrationFailed) -> list[Change]:
-    # The VM stays where it ran; the reason says why it did not move.
-    return _vm_update(state, e.vm, e.at, status="running", reason=e.reason)
-
-
-@_on(ev.VmEvacuated)
-def _vm_evacuated(state: State, e: ev.VmEvacuated) -> list[Change]:
-    # Placed anew on a live host; it runs again once that host reports it started.
-    return _vm_update(state, e.vm, e.at, status="scheduled", host=e.to_host, reason="")
+@_on(*SHOWN)
+def _vm_status(state: State, e: ev.VmEvent) -> list[Change]:
+    # The status the lifecycle shows after the event; a fact that says where the VM is
+    # moves it there; the reason is the event's (a fact without one clears it).
+    fields: dict[str, Any] = {"status": SHOWN[type(e)], "reason": getattr(e, "reason", "")}
+    host = where(e)
+    if host is not None:
+        fields["host"] = host
+    return _vm_update(state, e.vm, e.at, **fields)
 
 
 @_on(ev.VmDeleted)

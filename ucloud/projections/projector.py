@@ -40,6 +40,7 @@ from ucloud.eventlog import EventLog
 from ucloud.events import decode
 from ucloud.projections.apply import changes
 from ucloud.projections.metrics import ProjectorMetrics
+from ucloud.projections.ops import Delete, Op, Put
 from ucloud.projections.views import (
     POISON,
     PoisonView,
@@ -50,7 +51,7 @@ from ucloud.projections.views import (
     is_projected,
     poison_key,
 )
-from ucloud.store import Delete, Guard, Op, Put, Store, wait_for
+from ucloud.store import Guard, Store, wait_for
 
 if TYPE_CHECKING:
     from ucloud.metrics import Gatherer

@@ -22,9 +22,10 @@ from typing import Literal
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
 from ucloud.projections.metrics import ProjectorMetrics
+from ucloud.projections.ops import Delete, DeletePrefix, Op
 from ucloud.projections.projector import PROJECTION, Projector
 from ucloud.projections.views import POISON, PROJECTED, checkpoint_key, is_projected
-from ucloud.store import Delete, DeletePrefix, Guard, Op, Store
+from ucloud.store import Guard, Store
 
 
 @dataclass(frozen=True)

@@ -30,20 +30,9 @@ from typing import Literal
 import msgspec
 
 from ucloud.events.types import Ipam, Nic, Resources, RestartPolicy, StoreKind
+from ucloud.lifecycle import Shown
 
-VmStatus = Literal[
-    "requested",  # accepted, waiting for the scheduler
-    "scheduled",  # capacity reserved on a host, not started yet
-    "starting",
-    "running",
-    "stopping",
-    "stopped",
-    "crashed",  # died unasked; hostd restarts it per its restart policy
-    "deleting",
-    "failed",  # could not be scheduled (reason says why)
-    "migrating",
-    "lost",  # its host died and its disk was local
-]
+VmStatus = Shown  # what a view of a VM shows (the VM lifecycle owns it)
 
 
 class NicView(msgspec.Struct, frozen=True, kw_only=True):

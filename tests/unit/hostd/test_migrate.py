@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from ucloud import events as ev
-from ucloud.eventlog import Stored
+from ucloud.events import Stored
 from ucloud.hostd import migrate, rules
 from ucloud.hostd.qemu import Launch, qemu_argv
 from ucloud.hostd.rules import Adopt, Desired, Receive, Stop, VmFacts
@@ -49,12 +49,12 @@ def test_a_delete_acts_only_where_the_vm_is() -> None:
 
 
 def test_the_fold_knows_the_migration_in_flight() -> None:
-    assert (facts(*ASKED).migration, facts(*ASKED).incoming) == (4, "")
-    assert facts(*READY).incoming == ME
+    assert (facts(*ASKED).migration_seq, facts(*ASKED).ready) == (4, "")
+    assert facts(*READY).ready == ME
     done = facts(*READY, e(ev.VmMigrated, vm="v", from_host="h1", to_host=ME))
-    assert (done.host, done.migration, done.incoming) == (ME, 0, "")
+    assert (done.host, done.migration, done.migration_seq, done.ready) == (ME, None, 0, "")
     failed = facts(*READY, e(ev.VmMigrationFailed, vm="v", reason="r"))
-    assert (failed.host, failed.migration, failed.incoming) == ("h1", 0, "")
+    assert (failed.host, failed.migration, failed.ready) == ("h1", None, "")
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ def test_valid_hostname(name: str, valid: bool) -> None:
     assert ui.valid_hostname(name) is valid
 
 
-DEBIAN_IMAGE = (Path(__file__).parents[2] / "ucloud/imagebuild/files/debian-ucloud.network")
+DEBIAN_IMAGE = (Path(__file__).parents[3] / "ucloud/imagebuild/files/debian-ucloud.network")
 
 
 @pytest.mark.parametrize(
@@ -257,7 +257,7 @@ def test_needs_only_python3_minimal(tmp_path: Path) -> None:
 def test_a_vm_without_nics_does_not_wait_for_metadata(tmp_path: Path) -> None:
     """In a network namespace with only loopback, ucloud-init ends at once (the login
     prompt waits for it) instead of retrying until its timeout."""
-    script = Path(__file__).resolve().parents[2] / "ucloud" / "init" / "ucloud_init.py"
+    script = Path(__file__).resolve().parents[3] / "ucloud" / "init" / "ucloud_init.py"
     began = time.monotonic()
     done = subprocess.run(
         ["unshare", "--net", sys.executable, str(script), "--root", str(tmp_path),

@@ -3,6 +3,7 @@ the reservations left to release, the dispatcher's step, the CLI's wait, the dis
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,15 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ucloud import events as ev
+from ucloud import lifecycle
 from ucloud.client.wait import Failed, Pending, Target
 from ucloud.client.wait import judge as judge_wait
 from ucloud.config import ImagesConfig
 from ucloud.errors import Refused
-from ucloud.events import Cause, Resources
+from ucloud.events import Cause, Resources, Stored
 from ucloud.gateway.rules import check_migration_disk
 from ucloud.handlers import dispatcher
-from ucloud.handlers.migration import Fail, Ignore, Move, destination, fold, judge, unused
+from ucloud.handlers.migration import Fail, Ignore, Move, destination, judge, unused
 from ucloud.handlers.placement import CapacityLedger, HostCapacity, NoCapacity, Placement
+from ucloud.lifecycle import VmLife
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 VM = "v"
@@ -29,6 +32,11 @@ BIG = Resources(cpu=8, ram_mib=8192, ssd_mib=100_000)
 
 def e(cls: type[ev.Event], ident: str = "", **fields: Any) -> ev.Event:
     return cls(id=ident or f"id-{cls.tag()}", at=AT, actor="t", **fields)
+
+
+
+def fold(events: Iterable[ev.Event]) -> VmLife:
+    return lifecycle.fold(Stored(seq, event) for seq, event in enumerate(events, start=1))
 
 
 REQUESTED = e(ev.VmRequested, vm=VM, owner="o", name="n", spec=SPEC, image="i")
@@ -181,7 +189,7 @@ CAUSE = Cause(actor="system:dispatcher", at=AT, causation="c", correlation="c")
 def test_the_dispatchers_steps(
     history: tuple[ev.Event, ...], intent: ev.VmEvent, expected: type[ev.Event] | str
 ) -> None:
-    outcome = dispatcher.dispatch(dispatcher.fold(history), intent, CAUSE)
+    outcome = dispatcher.dispatch(fold(history), intent, CAUSE)
     if isinstance(expected, str):
         assert outcome == expected
         return

@@ -16,7 +16,7 @@ from ucloud.events.codec import schema_drift
 from ucloud.ids import derive_id, id_time_ms, new_id
 
 AT = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
 def test_every_tag_is_explicit_unique_and_names_its_aggregate() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ucloud import events as ev
-from ucloud.eventlog import Stored
+from ucloud.events import Stored
 from ucloud.hostd import rules
 from ucloud.hostd.rules import Adopt, Desired, Start, Stop, VmFacts
 
@@ -82,7 +82,8 @@ def test_which_commands_hold(
         ((*RUNNING, e(ev.VmMigrated, vm="v", from_host=ME, to_host="h2")), Desired.GONE),
         ((*RUNNING, e(ev.VmStopped, vm="v", host=ME)), Desired.HALT),
         ((*RUNNING, e(ev.VmCrashed, vm="v", host=ME, reason="x")), Desired.RUN),
-        ((requested("never"), e(ev.VmCrashed, vm="v", host=ME, reason="x")), Desired.HALT),
+        ((requested("never"), e(ev.VmScheduled, vm="v", host=ME),
+          e(ev.VmCrashed, vm="v", host=ME, reason="x")), Desired.HALT),
         ((requested(), e(ev.VmScheduled, vm="v", host=ME)), Desired.PENDING),
         ((*RUNNING, e(ev.VmDeleteRequested, vm="v")), Desired.PENDING),
     ],

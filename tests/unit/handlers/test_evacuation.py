@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ucloud import events as ev
+from ucloud import lifecycle
+from ucloud.events import Stored
 from ucloud.handlers.evacuation import (
     Decision,
     Down,
@@ -21,7 +24,7 @@ from ucloud.handlers.evacuation import (
     Wait,
     decide,
 )
-from ucloud.handlers.migration import fold
+from ucloud.lifecycle import VmLife
 
 AT = datetime(2026, 1, 1, 12, tzinfo=UTC)
 GRACE = 60.0
@@ -32,6 +35,11 @@ SPEC = ev.Resources(cpu=1, ram_mib=128, ssd_mib=1024)
 
 def e(cls: type[ev.VmEvent], **fields: Any) -> ev.Event:
     return cls(id=f"id-{cls.tag()}", at=AT, actor="t", vm="v", **fields)
+
+
+
+def fold(events: Iterable[ev.Event]) -> VmLife:
+    return lifecycle.fold(Stored(seq, event) for seq, event in enumerate(events, start=1))
 
 
 def requested(restart: str = "always") -> ev.Event:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ucloud import events as ev
 from ucloud.events import Event, Nic, Resources, encode
 from ucloud.projections.apply import apply, changes
+from ucloud.projections.ops import Delete, Put
 from ucloud.projections.projector import Projection, Txn
 from ucloud.projections.rebuild import compare
 from ucloud.projections.views import (
@@ -32,7 +33,6 @@ from ucloud.projections.views import (
     encode_value,
     is_projected,
 )
-from ucloud.store import Delete, Put
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SMALL = Resources(cpu=1, ram_mib=512, ssd_mib=1024)
