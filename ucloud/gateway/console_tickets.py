@@ -23,7 +23,8 @@ import msgspec
 
 from ucloud.errors import Forbidden
 from ucloud.events.vm import ConsoleKind
-from ucloud.store import Delete, Guard, Put, Store
+from ucloud.projections.ops import Delete, Put
+from ucloud.store import Guard, Store
 
 TICKET_TTL_S = 60
 
