@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ucloud import events as ev
-from ucloud.client.locate import UpInfo, read_up
+from ucloud.client.upfile import UpInfo, read_up
 from ucloud.config import NatsConfig
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id

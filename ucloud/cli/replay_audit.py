@@ -1,11 +1,13 @@
 """``ucloud replay audit``: who did what, when, and because of which request.
 
-    ucloud replay audit [--vm ID|NAME] [--owner U] [--since T] [--until T] [-o table|json]
+    ucloud replay audit [--vm ID|NAME] [--owner U] [--event TAG]... [--since T] [--until T]
+                        [-o table|json]
 
 Reads the log (from the start, or from ``--since`` when no owner has to be learned from
 earlier events; only one VM's events with ``--vm``) and prints one line per event: time,
 actor, correlation, event, id and a summary. Times are ISO 8601 (``2026-11-01``,
-``2026-11-01T12:00:00Z``; without a zone they are UTC) or ``now``.
+``2026-11-01T12:00:00Z``; without a zone they are UTC) or ``now``. ``--event`` keeps only
+events of those tags: ``--vm X --event vm.console_opened`` says who opened X's consoles.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ucloud.cli.replay_names import check_user, resolve
 from ucloud.client.locate import add_server_options, find_servers
 from ucloud.errors import InputError
 from ucloud.eventlog import EventLog
+from ucloud.events import BY_TAG
 from ucloud.replay.audit import AuditFold, AuditLine
 from ucloud.replay.reader import scan_events
 
@@ -36,6 +39,10 @@ def register(verbs: Any) -> None:
     parser = verbs.add_parser("audit", help="the audit trail: events with actor and correlation")
     parser.add_argument("--vm", help="only this VM's events (its id, or its name)")
     parser.add_argument("--owner", help="only events of this user's resources")
+    parser.add_argument(
+        "--event", action="append", metavar="TAG",
+        help="only events of this tag, e.g. vm.console_opened (repeatable)",
+    )
     parser.add_argument("--since", help="from this time on (ISO 8601, UTC if no zone)")
     parser.add_argument("--until", help="before this time (ISO 8601, UTC if no zone)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
@@ -76,13 +83,18 @@ async def _audit(args: argparse.Namespace) -> int:
     start_time = since - CLOCK_MARGIN if since is not None and args.owner is None else None
     config = find_servers(args)
     await reachable(config.nats.url)
+    if args.event:
+        unknown = sorted(set(args.event) - set(BY_TAG))
+        if unknown:
+            raise InputError("--event", f"no event type {unknown[0]!r}")
+    tags = frozenset(args.event) if args.event else None
     skipped: list[int] = []
     log = await EventLog.connect(config.nats, name="ucloud-replay")
     try:
         vm = None if args.vm is None else await resolve(log, "vm", args.vm, "--vm", args.owner)
         if args.owner is not None:
             await check_user(log, args.owner, "--owner")
-        fold = AuditFold(vm=vm, owner=args.owner, since=since, until=until)
+        fold = AuditFold(vm=vm, owner=args.owner, since=since, until=until, events=tags)
         if vm is not None:  # one aggregate: direct gets by its subjects
             stored, _ = await log.load("vm", vm)
             for item in stored:

@@ -37,7 +37,8 @@ import tomli_w
 
 from ucloud import config as config_mod
 from ucloud.cli.main import run_async
-from ucloud.client.locate import UP_FILE, UpInfo, default_data_dir, write_up
+from ucloud.client.locate import default_data_dir
+from ucloud.client.upfile import UP_FILE, UpInfo, write_up
 from ucloud.config import Config
 from ucloud.errors import ServerError
 from ucloud.metrics import ProcessMetrics, listening

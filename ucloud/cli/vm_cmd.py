@@ -1,4 +1,4 @@
-"""``ucloud vm create|list|show|start|stop|delete|migrate|events|console-log``.
+"""``ucloud vm create|list|show|start|stop|delete|migrate|events|console-log|console|vnc``.
 
 The lifecycle verbs answer as soon as the gateway accepted the request (202); ``--wait``
 follows the VM until it gets there (see ``ucloud.client.wait``), printing each status change.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from ucloud.client.args import (
     progress_printer,
     size_arg,
 )
+from ucloud.client.console import ESCAPE_HELP, attach_serial, vnc_url
 from ucloud.client.http import GatewayClient, path
 from ucloud.client.layouts import EVENTS, VMS
 from ucloud.client.wait import GONE, Target, View, follow
@@ -105,6 +107,24 @@ def register(sub: Any) -> None:
     )
     add_client_options(console)
     console.set_defaults(func=_console_log)
+
+    attach = verbs.add_parser(
+        "console", help=f"attach this terminal to the VM's serial console ({ESCAPE_HELP} detaches)"
+    )
+    attach.add_argument("id", help="VM id or name")
+    add_client_options(attach)
+    attach.set_defaults(func=_console)
+
+    vnc = verbs.add_parser(
+        "vnc", help="print a URL of the VM's graphical console (single use, for 60 s)"
+    )
+    vnc.add_argument("id", help="VM id or name")
+    vnc.add_argument(
+        "--websocket", action="store_true",
+        help="print the VNC WebSocket's URL (RFB in binary frames) instead of the dashboard's page",
+    )
+    add_client_options(vnc)
+    vnc.set_defaults(func=_vnc)
 
 
 def _add_wait_options(parser: argparse.ArgumentParser, target: str) -> None:
@@ -293,3 +313,20 @@ def _console_log(args: argparse.Namespace) -> int:
             if not args.follow:
                 return 0
             time.sleep(POLL_INTERVAL_S)
+
+
+def _console(args: argparse.Namespace) -> int:
+    """The serial console in this terminal, raw, until Ctrl-a q."""
+    with open_gateway(args) as gateway:
+        return attach_serial(gateway, args.id)
+
+
+def _vnc(args: argparse.Namespace) -> int:
+    """A URL holding a fresh single-use ticket to the VM's graphical console."""
+    with open_gateway(args) as gateway:
+        page, websocket, granted = vnc_url(gateway, args.id)
+    if args.output == "json":
+        print(json.dumps({**granted, "url": page, "websocket": websocket}))
+    else:
+        print(websocket if args.websocket else page)
+    return 0

@@ -17,9 +17,10 @@ from typing import Any
 
 from ucloud.client.credentials import config_dir, load_credentials, resolve_token, resolve_url
 from ucloud.client.http import GatewayClient, quiet_http_logging
-from ucloud.client.locate import UP_FILE, add_server_options, default_data_dir, read_up
+from ucloud.client.locate import add_server_options, default_data_dir
 from ucloud.client.output import FORMATS, Layout, Renderer, render
 from ucloud.client.sizes import parse_size, wire_size
+from ucloud.client.upfile import UP_FILE, read_up
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from ucloud.client.locate import read_up
+from ucloud.client.upfile import read_up
 from ucloud.errors import ConfigError, InputError, NotLoggedIn
 
 DEFAULT_URL = "http://[::1]:8080"

@@ -17,7 +17,6 @@ naming where they looked, not a connection to a default address that is not ther
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,10 @@ from typing import Any
 import msgspec
 
 from ucloud import config as config_mod
+from ucloud.client import credentials
+from ucloud.client.upfile import UP_FILE, read_up
 from ucloud.config import Config
-from ucloud.errors import ConfigError, NoServers
-
-UP_FILE = "up.json"
-
-
-class UpInfo(msgspec.Struct, kw_only=True):
-    gateway: str = ""
-    nats: str
-    etcd: list[str]
-    pid: int = 0
-    metrics: str = ""  # the /metrics of the whole all-in-one
+from ucloud.errors import NoServers
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +36,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_up(data_dir: Path) -> UpInfo:
-    path = data_dir / UP_FILE
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=UpInfo)
-    except FileNotFoundError as exc:
-        raise ConfigError("--data-dir", f"{path} not found: is `ucloud up` running there?") from exc
-    except msgspec.DecodeError as exc:
-        raise ConfigError("--data-dir", f"{path} is not valid: {exc}") from exc
+
 
 
 def find_servers(args: argparse.Namespace) -> Config:
@@ -64,8 +48,6 @@ def find_servers(args: argparse.Namespace) -> Config:
         name.startswith(("UCLOUD_NATS__", "UCLOUD_ETCD__")) for name in os.environ
     ):
         return server_config(args)
-    from ucloud.client import credentials  # it reads up.json through this module
-
     looked = [default_data_dir()]
     stored = credentials.load_credentials(credentials.config_dir(os.environ))
     if stored is not None and stored.data_dir and Path(stored.data_dir) not in looked:
@@ -109,10 +91,3 @@ def default_data_dir() -> Path:
 
 def _no_config_file() -> bool:
     return not os.environ.get("UCLOUD_CONFIG") and not config_mod.DEFAULT_PATH.exists()
-
-
-def write_up(data_dir: Path, info: UpInfo) -> None:
-    path = data_dir / UP_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(json.dumps(msgspec.to_builtins(info), indent=2).encode() + b"\n")
-    tmp.replace(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ucloud.events.base import Event
 from ucloud.events.types import Nic, Resources, RestartPolicy, VmSpec, spec_fields
@@ -95,6 +95,15 @@ class VmLost(VmEvent, frozen=True, kw_only=True, tag="vm.lost"):
     reason: str
 
 
+ConsoleKind = Literal["serial", "vnc"]
+
+
+class VmConsoleOpened(VmEvent, frozen=True, kw_only=True, tag="vm.console_opened"):
+    """Someone (the actor) attached to the VM's console: an audit fact, no state."""
+
+    kind: ConsoleKind
+
+
 VM_EVENTS = (
     VmRequested,
     VmScheduled,
@@ -112,4 +121,5 @@ VM_EVENTS = (
     VmMigrationFailed,
     VmEvacuated,
     VmLost,
+    VmConsoleOpened,
 )

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from ucloud.errors import UcloudError
@@ -30,7 +31,7 @@ from ucloud.gateway import (
     routes_users,
     routes_vms,
 )
-from ucloud.gateway.http import Endpoint, json_response, path_route, routes
+from ucloud.gateway.http import Endpoint, adapt_stream, json_response, path_route, routes
 from ucloud.gateway.metrics import MetricsMiddleware
 from ucloud.gateway.state import Gateway
 from ucloud.metrics import CONTENT_TYPE
@@ -80,7 +81,8 @@ def build_app(gw: Gateway) -> ASGIApp:
         reason = str(exc) if isinstance(exc, UcloudError) else "internal error"
         return json_response(500, {"error": reason, "field": ""})
 
-    served = routes(declared, gw.auth.authenticate, limit)
+    served: list[BaseRoute] = [*routes(declared, gw.auth.authenticate, limit)]
+    served += [adapt_stream(e) for e in declared if e.stream is not None]
     served += [
         path_route("/healthz", {"GET": healthz}),
         path_route("/metrics", {"GET": metrics}),

@@ -6,6 +6,11 @@ authenticates, decodes the body with msgspec (unknown fields refused), calls the
 and encodes its answer. Every error becomes ``{"error": reason, "field": field}`` with the
 error's status; a failure of the log or the store is a 503, an answer whose projection
 did not catch up in time a 504 (the request was accepted), anything unexpected a 500.
+
+An endpoint with a ``stream`` is a WebSocket at its path (``adapt_stream``): the
+declaration puts it in the OpenAPI document (status 101), the stream handler
+authenticates and answers the upgrade itself, and a plain request gets the handler's
+answer (a 400 asking for the upgrade).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any, Literal
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from ucloud.errors import (
     Forbidden,
@@ -66,6 +72,7 @@ class Answer:
 
 
 Handler = Callable[[Call], Awaitable[Answer]]
+StreamHandler = Callable[[WebSocket], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,7 @@ class Endpoint:
     query: type | None = None  # a Struct of the query parameters (``Call.query``)
     raw_body: str = ""  # the media type of a body the handler streams itself (bytes)
     description: str = ""  # more than the summary, for the document
+    stream: StreamHandler | None = None  # a WebSocket at the same path (``adapt_stream``)
 
 
 def deleted_later(what: str, by: str) -> str:
@@ -209,6 +217,12 @@ def adapt(
         return json_response(answer.status, answer.body, answer.headers)
 
     return asgi
+
+
+def adapt_stream(endpoint: Endpoint) -> WebSocketRoute:
+    """The Starlette WebSocket route of an endpoint that has a ``stream``."""
+    assert endpoint.stream is not None
+    return WebSocketRoute(endpoint.path, endpoint.stream, name=f"ws:{endpoint.path}")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

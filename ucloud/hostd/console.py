@@ -13,6 +13,9 @@ VM's host in the projection and its endpoint in etcd, and proxies:
 A negative ``offset`` counts from the end (``-4096``: the last 4 KiB). ``data`` is the
 bytes from ``offset`` decoded as UTF-8 (invalid bytes replaced), cut before a character
 split at the end; ``next`` is where to ask next (``--follow`` polls with it).
+
+The same endpoint, with the same token, serves the interactive consoles as WebSockets
+(``/serial/<vm>``, ``/vnc/<vm>``: ``console_ws.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from starlette.routing import Route
 
 from ucloud.errors import InputError, ServerError
 from ucloud.events.base import valid_token
+from ucloud.hostd.console_ws import ConsoleStreams
 from ucloud.listen import Server, bind, url_of
 from ucloud.store import Store
 
@@ -112,7 +116,8 @@ def console_app(runtime_root: Path, token: str) -> Starlette:
             return answer(404, {"error": f"no console log of VM {vm} on this host", "field": "id"})
         return answer(200, chunk)
 
-    return Starlette(routes=[Route("/console/{vm}", console, methods=["GET"])])
+    streams = ConsoleStreams(runtime_root, token)
+    return Starlette(routes=[Route("/console/{vm}", console, methods=["GET"]), *streams.routes()])
 
 
 def _integer(text: str, field: str) -> int:

@@ -5,7 +5,11 @@ QEMU outlive the hostd that started it::
 
     qmp.sock     the QMP socket (one client at a time: the current hostd)
     qemu.pid     QEMU's pid file (written by QEMU, removed by QEMU when it exits cleanly)
-    serial.log   the serial console, appended to across restarts
+    serial.sock  the serial console, a socket QEMU listens on (one client at a time:
+                 hostd's console hub, which shares it between viewers)
+    serial.log   what the serial console printed, appended to across restarts (QEMU
+                 writes it whether or not anyone is attached)
+    vnc.sock     the graphical console (VNC, several clients), of a ``VGA`` device
     qemu.log     what QEMU printed while starting
     vm.json      what hostd started it with (``StartSpec``)
 
@@ -16,7 +20,9 @@ connects to QMP first and then sends ``cont``, so no event of the guest goes uns
 QEMU that receives a live migration starts with ``-incoming defer`` instead: it waits for
 QMP ``migrate-incoming`` and runs the guest the moment the migration completes.
 Never ``-cpu host`` (a named model), never user-mode networking: a NIC is a tap with
-``vhost=off``, or there is none.
+``vhost=off``, or there is none. Never a TCP port for a console: the serial and VNC
+sockets are unix sockets, reachable only through hostd (``secure``: mode 0600 in a
+directory of mode 0700).
 
 ``Qemu`` is the small interface hostd uses; ``QemuProcess`` is its one implementation.
 """
@@ -87,22 +93,36 @@ class RuntimeDir:
         self.vm = vm
         self.path = root.absolute() / vm
         self.qmp = self.path / "qmp.sock"
+        self.serial_sock = self.path / "serial.sock"
+        self.vnc = self.path / "vnc.sock"
         self.pidfile = self.path / "qemu.pid"
         self.serial = self.path / "serial.log"
         self.qemu_log = self.path / "qemu.log"
         self.spec = self.path / "vm.json"
 
     def check(self) -> None:
-        """VmError when the QMP socket's path is too long for a unix socket."""
-        if len(os.fsencode(self.qmp)) > UNIX_PATH_MAX:
+        """VmError when a socket's path is too long for a unix socket."""
+        longest = max((self.qmp, self.serial_sock, self.vnc), key=lambda p: len(os.fsencode(p)))
+        if len(os.fsencode(longest)) > UNIX_PATH_MAX:
             raise VmError(
                 self.vm, "runtime directory",
-                f"{self.qmp} is longer than a unix socket path may be ({UNIX_PATH_MAX} "
+                f"{longest} is longer than a unix socket path may be ({UNIX_PATH_MAX} "
                 "bytes); choose a shorter host.runtime_dir",
             )
 
+    def make(self) -> None:
+        """The directory, of mode 0700 (also when an older hostd made it 0750)."""
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path.chmod(0o700)
+
+    def secure(self) -> None:
+        """The console sockets QEMU made: mode 0600, whatever the umask was."""
+        for sock in (self.serial_sock, self.vnc):
+            with contextlib.suppress(FileNotFoundError):
+                sock.chmod(0o600)
+
     def write_spec(self, spec: StartSpec) -> None:
-        self.path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.make()
         tmp = self.spec.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(spec))
         tmp.replace(self.spec)
@@ -121,6 +141,7 @@ def qemu_argv(binary: str, launch: Launch) -> list[str]:
     """The command line that starts ``launch`` (pure)."""
     directory = Path(launch.directory)
     qmp, serial = directory / "qmp.sock", directory / "serial.log"
+    serial_sock, vnc = directory / "serial.sock", directory / "vnc.sock"
     argv = [
         binary,
         "-name", f"guest={_escape(launch.vm)},debug-threads=on",
@@ -133,10 +154,14 @@ def qemu_argv(binary: str, launch: Launch) -> list[str]:
         "-smp", str(launch.cpu),
         "-m", str(launch.ram_mib),
         "-nodefaults", "-no-user-config", "-display", "none",
+        "-vnc", f"unix:{_escape(str(vnc))}",
+        "-device", "VGA",
         "-daemonize", "-pidfile", str(directory / "qemu.pid"),
         "-chardev", f"socket,id=qmp,path={_escape(str(qmp))},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-chardev", f"file,id=serial0,path={_escape(str(serial))},append=on",
+        "-chardev",
+        f"socket,id=serial0,path={_escape(str(serial_sock))},server=on,wait=off,"
+        f"logfile={_escape(str(serial))},logappend=on",
         "-serial", "chardev:serial0",
         "-device", "virtio-rng-pci",
         *(["-incoming", "defer"] if launch.incoming else ["-S"]),
@@ -182,7 +207,7 @@ class QemuProcess:
 
     async def launch(self, argv: Sequence[str], runtime: RuntimeDir) -> int:
         runtime.check()
-        runtime.path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        runtime.make()
         runtime.pidfile.unlink(missing_ok=True)
         with runtime.qemu_log.open("ab") as errors:
             start = errors.tell()
@@ -205,6 +230,7 @@ class QemuProcess:
         pid = self.pid(runtime)
         if pid is None:
             raise VmError(runtime.vm, "launch", f"QEMU did not stay up: {_tail(runtime, start)}")
+        runtime.secure()
         return pid
 
     def pid(self, runtime: RuntimeDir) -> int | None:

@@ -11,6 +11,11 @@ A resource's owner is learned from the event that created it (any event with an
 Host and pool events belong to no owner. A VM's audit is exactly the events of its
 ``vm`` aggregate, in log order.
 
+Who was on a VM's console: every opening of its serial or VNC console is a
+``vm.console_opened`` (``kind=serial|vnc``) whose actor is the user who opened it, so
+``events={"vm.console_opened"}`` with ``vm=X`` lists exactly those (``ucloud replay audit
+--vm X --event vm.console_opened``).
+
 The fold is pure (events in, lines out); ``audit_vm`` is its one I/O shell for readers
 of a single VM (``GET /v1/vms/{id}/events``, ``ucloud vm events``).
 """
@@ -61,8 +66,10 @@ class AuditFold:
         owner: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        events: frozenset[str] | None = None,
     ) -> None:
         self.vm = vm
+        self.events = events
         self.owner = owner
         self.since = since
         self.until = until
@@ -80,6 +87,8 @@ class AuditFold:
         if self.vm is not None and (aggregate != "vm" or aggregate_id != self.vm):
             return
         if self.owner is not None and owner != self.owner:
+            return
+        if self.events is not None and event.tag() not in self.events:
             return
         if (self.since is not None and event.at < self.since) or (
             self.until is not None and event.at >= self.until
@@ -109,9 +118,10 @@ def audit(
     owner: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    events: frozenset[str] | None = None,
 ) -> list[AuditLine]:
     """The audit lines of ``(seq, event)`` pairs in log order, filtered."""
-    fold = AuditFold(vm=vm, owner=owner, since=since, until=until)
+    fold = AuditFold(vm=vm, owner=owner, since=since, until=until, events=events)
     for seq, event in stored:
         fold.apply(seq, event)
     return fold.lines

@@ -16,7 +16,7 @@ from ucloud.client.credentials import (
     resolve_url,
     save_credentials,
 )
-from ucloud.client.locate import UpInfo, write_up
+from ucloud.client.upfile import UpInfo, write_up
 from ucloud.errors import ConfigError, InputError, NotLoggedIn
 
 STORED = Credentials(url="http://stored:1", token="stored-token", name="alice", realm="users")

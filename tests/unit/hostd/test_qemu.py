@@ -39,7 +39,14 @@ def test_the_command_line_of_a_vm_without_nics() -> None:
     assert option(argv, "-pidfile") == [f"/run/vms/{VM}/qemu.pid"]
     chardevs = option(argv, "-chardev")
     assert f"socket,id=qmp,path=/run/vms/{VM}/qmp.sock,server=on,wait=off" in chardevs
-    assert f"file,id=serial0,path=/run/vms/{VM}/serial.log,append=on" in chardevs
+    assert (
+        f"socket,id=serial0,path=/run/vms/{VM}/serial.sock,server=on,wait=off,"
+        f"logfile=/run/vms/{VM}/serial.log,logappend=on"
+    ) in chardevs
+    assert option(argv, "-serial") == ["chardev:serial0"]
+    # the graphical console: a unix socket, never a TCP port
+    assert option(argv, "-vnc") == [f"unix:/run/vms/{VM}/vnc.sock"]
+    assert "VGA" in option(argv, "-device")
     assert option(argv, "-blockdev") == ["x"]
     assert "-netdev" not in argv and "-nic" not in argv  # no NIC: no network at all
     assert not any("user" in arg.split(",")[0] for arg in option(argv, "-netdev"))

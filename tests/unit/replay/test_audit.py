@@ -173,3 +173,20 @@ def test_audit_lines_round_trip_through_json() -> None:
     lines = audit(enumerate(chain("v1", "alice", T0), start=1))
     assert len(lines) == 6
     assert msgspec.json.decode(msgspec.json.encode(lines), type=list[AuditLine]) == lines
+
+
+def test_who_opened_a_vms_consoles() -> None:
+    events = chain("v1", "alice", T0)
+    opened = [
+        ev.VmConsoleOpened(id=request_id(f"o{n}"), at=T0 + timedelta(minutes=n), actor=actor,
+                           causation=request_id(f"o{n}"), correlation=request_id(f"o{n}"),
+                           vm="v1", kind=kind)
+        for n, (actor, kind) in enumerate((("alice", "serial"), ("admin", "vnc")), start=1)
+    ]
+    stored = list(enumerate([*events, *opened], start=1))
+    lines = audit(stored, vm="v1", events=frozenset({"vm.console_opened"}))
+    assert [(line.actor, line.summary) for line in lines] == [
+        ("alice", "console_opened kind=serial"), ("admin", "console_opened kind=vnc"),
+    ]
+    assert all(line.owner == "alice" for line in lines)
+    assert len(audit(stored, vm="v1")) == len(events) - 1 + 2  # the placement is the host's
