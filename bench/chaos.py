@@ -262,7 +262,8 @@ def log_findings(run: Path) -> tuple[int, int, list[str]]:
 
 
 async def check(cluster: Cluster, acked: dict[str, str]) -> dict[str, Any]:
-    config = cluster.config
+    config = cluster.control[1].config  # the harness's base config lists no servers
+    assert config is not None
     event_log = await EventLog.connect(config.nats, name="chaos-check")
     store = await Store.connect(config.etcd.endpoints)
     try:
