@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from bench.invariants import audit
-from ucloud.events import Event, HostRegistered, HostVmPlaced, HostVmReleased, Resources, VmRequested
+from ucloud.events import (
+    Event,
+    HostRegistered,
+    HostVmPlaced,
+    HostVmReleased,
+    Resources,
+    VmRequested,
+)
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 SMALL = Resources(cpu=1, ram_mib=128, ssd_mib=1024)
