@@ -325,7 +325,8 @@ async def run(cluster: Cluster, args: argparse.Namespace, home: Path) -> dict[st
     await asyncio.to_thread(heal, cluster)
     healed = time.monotonic()
     acked = {**seen.acked, **guests.acked}
-    vms = await wait_settled(client, set(acked.values()), hard_deadline)
+    vms = await wait_settled(client, set(acked.values()),
+                             min(hard_deadline, healed + args.settle))  # fmt: skip
     settle_s = time.monotonic() - healed
     await client.http.aclose()
     lost = sum(1 for vm in acked.values() if not _settled(vms.get(vm)))
@@ -376,6 +377,8 @@ def main() -> None:
     parser.add_argument("--hollow-hosts", type=int, default=3)
     parser.add_argument("--gap", type=float, default=3.0, help="seconds between faults")
     parser.add_argument("--outage", type=float, default=10.0, help="seconds a server is out")
+    parser.add_argument("--settle", type=float, default=300.0,
+                        help="seconds the VMs may take to settle after the heal (default 300)")
     parser.add_argument("--deadline", type=float, default=0.0,
                         help="seconds the whole run may take (default: from --vms)")
     args = parser.parse_args()
