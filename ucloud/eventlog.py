@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,7 @@ TYPE_HEADER = "Ucloud-Type"
 ACK_TIMEOUT_S = 10.0
 BEHIND_WAIT_S = 10.0  # how long a load waits for a replica behind to catch up
 BEHIND_RETRY_S = 0.1
+SAY_EVERY_S = 60.0  # the connection's errors while servers stay away: a line a minute
 EVERYTHING = f"{SUBJECT_ROOT}.>"
 _EPOCH = datetime.fromtimestamp(0, UTC)
 T = TypeVar("T")
@@ -166,8 +168,17 @@ class EventLog:
 
     @classmethod
     async def connect(cls, config: NatsConfig, *, name: str = "ucloud") -> EventLog:
-        async def report(exc: Exception) -> None:
-            log.warning("NATS %s: %s", config.url, exc or type(exc).__name__)
+        said, held = float("-inf"), 0
+
+        async def report(exc: Exception) -> None:  # servers away: one line a minute
+            nonlocal said, held
+            now = time.monotonic()
+            if now - said < SAY_EVERY_S:
+                held += 1
+                return
+            more = f" ({held} more since {SAY_EVERY_S:g}s ago)" if held else ""
+            said, held = now, 0
+            log.warning("NATS %s: %s%s", config.url, exc or type(exc).__name__, more)
 
         try:
             # A few tries at first, so that a wrong URL is an error, not a hang; once

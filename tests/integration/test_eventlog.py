@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -145,3 +146,19 @@ async def test_a_load_including_an_event_waits_for_a_replica_that_has_it(
     monkeypatch.setattr(ucloud.eventlog, "BEHIND_WAIT_S", 0.3)
     with pytest.raises(LogError, match="without event"):
         await event_log.load("vm", vm, including=new_id())
+
+
+async def test_connection_errors_are_one_line_a_minute(
+    event_log: EventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server away makes nats-py report every reconnect attempt; the log says it once
+    a minute."""
+    log = await EventLog.connect(event_log.config)
+    try:
+        report = log.nc._error_cb
+        with caplog.at_level(logging.WARNING, "ucloud.eventlog"):
+            for _ in range(100):
+                await report(ConnectionRefusedError("refused"))
+        assert [r.getMessage().endswith(": refused") for r in caplog.records] == [True]
+    finally:
+        await log.close()
