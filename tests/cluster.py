@@ -8,7 +8,9 @@ JetStream cluster (routes to the other two, stream replicas 3) and an etcd membe
 as separate ``ucloud --config FILE serve <service>`` processes (``PLACEMENT``): two
 gateways, two projectors, two schedulers, two dispatchers, netalloc, filescan, imagescan.
 Each host runs ``hostd`` and ``metadata`` (the metadata service answers on the VM bridges,
-which only a host has). The hosts share one filesystem image store.
+which only a host has). The hosts share one filesystem image store. ``hollow`` more hosts
+run hostd alone, with ``bench/hollow_qemu.py`` as their QEMU: VMs without guests, for
+load tests (``bench.chaos``).
 
 Every process reads a config file listing all three nats-servers and etcd members; the
 file of a node's processes lists that node's own servers first, and clients take the
@@ -74,6 +76,7 @@ PLACEMENT: tuple[tuple[str, int], ...] = (
 )  # fmt: skip
 HOST_SERVICES = ("hostd", "metadata")
 READY_TIMEOUT_S = 60.0
+HOLLOW_QEMU = Path(__file__).parents[1] / "bench" / "hollow_qemu.py"
 
 
 class Process:
@@ -172,8 +175,14 @@ class Node:
 class Cluster:
     """Three control nodes and ``hosts`` hosts, started on enter, all gone on exit."""
 
-    def __init__(self, hosts: int = 2, *, fsync: bool = False, tls: bool = False) -> None:
+    def __init__(self, hosts: int = 2, *, fsync: bool = False, tls: bool = False,
+                 hollow: int = 0,
+                 hollow_capacity: tuple[int, int, int] = (64, 8192, 65536)) -> None:  # fmt: skip
         self.host_count = hosts
+        # hollow hosts (after the real ones): hostd runs VMs without guests (the load
+        # tests' hollow QEMU), with capacity (cpu, ram_mib, ssd_mib) and no metadata service
+        self.hollow_count = hollow
+        self.hollow_capacity = hollow_capacity
         self.fsync = fsync  # etcd's fsync and nats-server's sync_interval always
         # TLS on both engines: clients, nats routes and etcd peers, all verified by a CA of
         # the cluster's own; every process shows a client certificate
@@ -220,12 +229,17 @@ class Cluster:
             node.config = msgspec.structs.replace(node.config, gateway=msgspec.structs.replace(
                 node.config.gateway, listen=f"[{node.address}]:{GATEWAY_PORT}"))
             node.settings.write_text(settings_text(node.config))
-        for n in range(1, self.host_count + 1):
+        for n in range(1, self.host_count + self.hollow_count + 1):
             space, address = self.underlay.host(n)
             mine = host_config(self._near(self.config, 1 + (n - 1) % len(CONTROL)),
                                self.directory, n, address, n == 1)
             mine = msgspec.structs.replace(mine, host=msgspec.structs.replace(
                 mine.host, console_listen=f"[{address}]:0"))
+            if n > self.host_count:
+                cpu, ram, ssd = self.hollow_capacity
+                mine = msgspec.structs.replace(mine, host=msgspec.structs.replace(
+                    mine.host, qemu=str(HOLLOW_QEMU), cpu=cpu, ram_mib=ram, ssd_mib=ssd,
+                    hdd_mib=0))
             node = Node(f"h{n}", space, address, self.directory / f"h{n}.toml", config=mine)
             node.settings.write_text(settings_text(mine))
             self.hosts.append(node)
@@ -308,7 +322,7 @@ class Cluster:
             node = self.control[n]
             planned.append(Process(name, service, node, node.settings, run))
         for host in self.hosts:
-            for service in HOST_SERVICES:
+            for service in HOST_SERVICES if not self.is_hollow(host) else ("hostd",):
                 planned.append(Process(f"{service}-{host.name}", service, host, host.settings,
                                        run))
         for process in planned:
@@ -353,6 +367,9 @@ class Cluster:
             time.sleep(0.1)
 
     # --- looking -----------------------------------------------------------------------
+
+    def is_hollow(self, host: Node) -> bool:
+        return host.config is not None and host.config.host.qemu == str(HOLLOW_QEMU)
 
     def gateway_url(self, name: str = "gateway1") -> str:
         node = self.processes[name].node

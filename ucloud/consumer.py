@@ -35,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -64,6 +66,28 @@ appended before)."""
 
 IDLE_WAIT_S = 5.0  # a fetch that finds nothing for this long is normal idleness
 RETRY_S = 1.0  # pause after a server or connection error before trying again
+SAY_EVERY_S = 60.0  # one warning a minute per kind of trouble while a server stays away
+
+
+class Quieted:
+    """Warnings about a server that stays away: the first at once, then one per kind every
+    ``every_s`` seconds saying how many were held back; retries go on at their own pace."""
+
+    def __init__(self, every_s: float = SAY_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.every_s = every_s
+        self.clock = clock
+        self._said: dict[str, tuple[float, int]] = {}
+
+    def warn(self, kind: str, message: str, *args: object) -> None:
+        now = self.clock()
+        said, held = self._said.get(kind, (-math.inf, 0))
+        if now - said < self.every_s:
+            self._said[kind] = (said, held + 1)
+            return
+        self._said[kind] = (now, 0)
+        more = f" ({held} more since {self.every_s:g}s ago)" if held else ""
+        logger.warning(message + more, *args)
 _DURABLE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
@@ -146,7 +170,7 @@ async def run_consumer(
     config = consumer_config(durable, [log.physical(s) for s in subjects], settings)
     runner = _Runner(log, store, handle, settings, poison_prefix, name, counters(durable))
     while True:
-        sub = await _bind(log, config)
+        sub = await _bind(log, config, runner.quiet)
         try:
             await runner.pump(sub)
         finally:
@@ -173,7 +197,7 @@ def reacting(log: EventLog, react: Callable[[Event], Sequence[Event]]) -> Handle
 
 
 async def _bind(
-    log: EventLog, config: js_api.ConsumerConfig
+    log: EventLog, config: js_api.ConsumerConfig, quiet: Quieted
 ) -> JetStreamContext.PullSubscription:
     """Create or update the consumer and subscribe to it, waiting out a server away."""
     durable = config.durable_name
@@ -186,7 +210,8 @@ async def _bind(
         except APIError as exc:
             raise LogError(f"consumer {durable} on {log.stream}: {exc}") from exc
         except (NatsError, TimeoutError, OSError) as exc:
-            logger.warning("consumer %s: cannot bind (%r), retrying", durable, exc)
+            quiet.warn("bind", "consumer %s: cannot bind (%r), retrying every %gs", durable,
+                       exc, RETRY_S)
             await asyncio.sleep(RETRY_S)
 
 
@@ -208,6 +233,7 @@ class _Runner:
         self.poison_prefix = poison_prefix
         self.name = name
         self.counters = counters
+        self.quiet = Quieted()
 
     async def pump(self, sub: JetStreamContext.PullSubscription) -> None:
         """Fetch and handle batches; returns when the consumer must be bound again."""
@@ -219,10 +245,12 @@ class _Runner:
             except ConnectionClosedError as exc:
                 raise LogError(f"consumer of {self.name}: the NATS connection is closed") from exc
             except APIError as exc:
-                logger.warning("%s: fetch refused (%s), binding the consumer again", self.name, exc)
+                self.quiet.warn("refused", "%s: fetch refused (%s), binding the consumer again",
+                                self.name, exc)
                 return
             except (NatsError, OSError) as exc:
-                logger.warning("%s: fetch failed (%r), retrying", self.name, exc)
+                self.quiet.warn("fetch", "%s: fetch failed (%r), retrying every %gs",
+                                self.name, exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
                 continue
             try:

@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import logging
 import ssl
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,9 @@ WRONG_LAST_SEQUENCE = 10071
 TYPE_HEADER = "Ucloud-Type"
 ACK_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 30.0  # all first tries together
+BEHIND_WAIT_S = 10.0  # how long a load waits for a replica behind to catch up
+BEHIND_RETRY_S = 0.1
+SAY_EVERY_S = 60.0  # the connection's errors while servers stay away: a line a minute
 EVERYTHING = f"{SUBJECT_ROOT}.>"
 _EPOCH = datetime.fromtimestamp(0, UTC)
 T = TypeVar("T")
@@ -171,19 +175,25 @@ class EventLog:
         where = redacted(config.url)
         reasons: list[str] = []
         refused = asyncio.Event()  # a certificate problem: no later try can succeed
+        said, held = float("-inf"), 0
 
-        async def report(exc: Exception) -> None:
+        async def report(exc: Exception) -> None:  # servers away: one line a minute
+            nonlocal said, held
             reason = str(exc) or type(exc).__name__
-            log.warning("NATS %s: %s", where, reason)
             if reason not in reasons:
                 reasons.append(reason)
             if isinstance(exc, ssl.SSLError):
                 refused.set()
+            now = time.monotonic()
+            if now - said < SAY_EVERY_S:
+                held += 1
+                return
+            more = f" ({held} more since {SAY_EVERY_S:g}s ago)" if held else ""
+            said, held = now, 0
+            log.warning("NATS %s: %s%s", where, reason, more)
 
         auth = nats_auth(config)
         auth.check()
-        # A few tries at first, so that a wrong URL is an error, not a hang; once
-        # connected, reconnect for ever (nats-py reads the option on each attempt).
         # A few tries at first, so that a wrong URL is an error, not a hang; once
         # connected, reconnect for ever (nats-py reads the option on each attempt).
         # Several servers: nats-py takes them as a list (a comma-separated string is one
@@ -296,8 +306,31 @@ class EventLog:
         after = await self.records(subject(event.aggregate, event.aggregate_id), expected + 1)
         return next((r.seq for r in after if r.headers.get("Nats-Msg-Id") == event.id), 0)
 
-    async def load(self, aggregate: str, aggregate_id: str) -> tuple[list[Stored], int]:
-        """The aggregate's events in order and its last sequence (0 when it has none)."""
+    async def load(
+        self, aggregate: str, aggregate_id: str, *, including: str = ""
+    ) -> tuple[list[Stored], int]:
+        """The aggregate's events in order and its last sequence (0 when it has none).
+
+        ``including``: the id of an event the caller knows the aggregate holds (one it was
+        delivered, or the cause of a command it was delivered). Direct gets are answered
+        by any replica, and one that is behind (just restarted, or cut off) answers
+        without it: it is asked again, for up to ``BEHIND_WAIT_S``, then LogError.
+        """
+        waited = 0.0
+        while True:
+            stored, last = await self._load(aggregate, aggregate_id)
+            if not including or any(s.event.id == including for s in stored):
+                return stored, last
+            if waited >= BEHIND_WAIT_S:
+                raise LogError(f"{aggregate} {aggregate_id}: the replicas answer without "
+                               f"event {including} for {BEHIND_WAIT_S:g}s")  # fmt: skip
+            if waited == 0:
+                log.info("%s %s: a replica behind answered without %s; asking again",
+                         aggregate, aggregate_id, including)  # fmt: skip
+            await asyncio.sleep(BEHIND_RETRY_S)
+            waited += BEHIND_RETRY_S
+
+    async def _load(self, aggregate: str, aggregate_id: str) -> tuple[list[Stored], int]:
         records = await self.records(subject(aggregate, aggregate_id))
         stored = []
         for record in records:

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ucloud.config import Config
+from ucloud.errors import LogError, StoreError
 from ucloud.eventlog import EventLog
 from ucloud.metrics import ProcessMetrics
 from ucloud.services import Service, ServiceContext, resolve
@@ -173,6 +174,9 @@ class Supervisor:
                     raise
                 state.last_error = "CancelledError"
                 log.error("service %s was cancelled from inside", state.name)
+            except (LogError, StoreError) as exc:  # a server away or without quorum: said
+                state.last_error = f"{type(exc).__name__}: {exc}"  # in one line, no traceback
+                log.warning("service %s stopped: %s", state.name, exc)
             except Exception as exc:
                 state.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("service %s crashed", state.name)

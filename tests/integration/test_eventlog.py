@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 import pytest
 
 from ucloud import events as ev
-from ucloud.errors import ConflictError
+from ucloud.errors import ConflictError, LogError
 from ucloud.eventlog import EventLog
 from ucloud.ids import new_id
 
@@ -125,3 +126,39 @@ async def test_a_subject_outside_the_root_is_refused(event_log: EventLog) -> Non
 
     with pytest.raises(InputError):
         event_log.physical("elsewhere.x")
+
+
+async def test_a_load_including_an_event_waits_for_a_replica_that_has_it(
+    event_log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica behind answers without the event the caller was delivered: asked again
+    until one has it, and LogError when none does in time."""
+    import ucloud.eventlog
+
+    vm = new_id()
+    first = requested(vm)
+    await event_log.append(first, expected=0)
+    later = scheduled(vm)
+    appending = asyncio.create_task(asyncio.sleep(0.3))
+    appending.add_done_callback(lambda _: asyncio.ensure_future(event_log.append(later)))
+    events, _ = await event_log.load("vm", vm, including=later.id)  # arrives meanwhile
+    assert [s.event.id for s in events] == [first.id, later.id]
+    monkeypatch.setattr(ucloud.eventlog, "BEHIND_WAIT_S", 0.3)
+    with pytest.raises(LogError, match="without event"):
+        await event_log.load("vm", vm, including=new_id())
+
+
+async def test_connection_errors_are_one_line_a_minute(
+    event_log: EventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server away makes nats-py report every reconnect attempt; the log says it once
+    a minute."""
+    log = await EventLog.connect(event_log.config)
+    try:
+        report = log.nc._error_cb
+        with caplog.at_level(logging.WARNING, "ucloud.eventlog"):
+            for _ in range(100):
+                await report(ConnectionRefusedError("refused"))
+        assert [r.getMessage().endswith(": refused") for r in caplog.records] == [True]
+    finally:
+        await log.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
 from ucloud.config import Config
+from ucloud.errors import StoreError
 from ucloud.eventlog import EventLog
 from ucloud.services import Service, ServiceContext
 from ucloud.store import Store
@@ -97,3 +99,33 @@ async def test_an_unavailable_service_leaves_the_others_running(
     await asyncio.wait_for(started.wait(), 10)
     await supervisor.stop()
     assert supervisor.running == []
+
+
+@servers
+async def test_a_server_away_is_one_line_without_a_traceback(
+    config: Config, event_log: EventLog, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: list[int] = []
+    settled = asyncio.Event()
+
+    async def waiting(ctx: ServiceContext) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise StoreError("etcd transaction of 5 operations: UNAVAILABLE (request timed out)")
+        if len(runs) == 2:
+            raise RuntimeError("a bug")
+        settled.set()
+        await asyncio.Event().wait()
+
+    supervisor = Supervisor(
+        config, event_log, store, ["waiting"], backoff=FAST, resolver=lambda _: waiting
+    )
+    with caplog.at_level(logging.INFO, "ucloud.supervisor"):
+        supervisor.start()
+        await asyncio.wait_for(settled.wait(), 10)
+        await supervisor.stop()
+    away, bug = (r for r in caplog.records if r.levelno >= logging.WARNING)
+    assert away.getMessage() == ("service waiting stopped: etcd transaction of 5 operations: "
+                                 "UNAVAILABLE (request timed out)")
+    assert away.exc_info is None
+    assert bug.exc_info is not None  # a bug keeps its traceback

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nats.js import api as js_api
 
 from ucloud.config import ConsumerConfig
-from ucloud.consumer import consumer_config, is_last_delivery, retry_delay
+from ucloud.consumer import Quieted, consumer_config, is_last_delivery, retry_delay
 from ucloud.errors import ConfigError, InputError
 
 SETTINGS = ConsumerConfig(batch=16, ack_wait_s=2.5, max_deliver=4, backoff_s=[0.5, 1.0])
@@ -87,3 +89,20 @@ def test_retry_delay_is_always_one_of_the_backoff(backoff: list[float], delivere
 )
 def test_last_delivery(delivered: int, max_deliver: int, last: bool) -> None:
     assert is_last_delivery(delivered, max_deliver) is last
+
+
+def test_a_server_away_for_minutes_is_one_warning_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    quiet = Quieted(every_s=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "ucloud.consumer"):
+        for _ in range(150):  # a retry a second for 150 s
+            quiet.warn("fetch", "x: fetch failed (%s)", "no quorum")
+            quiet.warn("bind", "x: cannot bind")
+            now[0] += 1.0
+    fetch = [r.getMessage() for r in caplog.records if "fetch" in r.getMessage()]
+    assert fetch == ["x: fetch failed (no quorum)",
+                     "x: fetch failed (no quorum) (59 more since 60s ago)",
+                     "x: fetch failed (no quorum) (59 more since 60s ago)"]
+    assert sum("bind" in r.getMessage() for r in caplog.records) == 3

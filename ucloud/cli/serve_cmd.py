@@ -15,10 +15,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import sys
+import time
 from typing import Any
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import ServiceUnavailableError
+
 from ucloud.client.locate import add_server_options, server_config
+from ucloud.eventlog import EventLog
 from ucloud.metrics import ProcessMetrics, listening
 from ucloud.sdnotify import notify
 from ucloud.services import SERVICES, resolve
@@ -56,12 +63,36 @@ def serve(args: argparse.Namespace) -> int:
     return code
 
 
+UNAVAILABLE = (ServiceUnavailableError, NoRespondersError, NatsTimeout)
+STREAM_RETRY_S = 1.0
+SAY_EVERY_S = 60.0
+
+
+async def stream_ready(event_log: EventLog, name: str, *, retry_s: float = STREAM_RETRY_S,
+                       say_every_s: float = SAY_EVERY_S) -> None:  # fmt: skip
+    """Ensure the stream, waiting while JetStream has no quorum (a restart beside a server
+    that is down or cut off): one line when the wait begins and one a minute after."""
+    said = -math.inf
+    while True:
+        try:
+            await event_log.ensure_stream()
+            return
+        except UNAVAILABLE as exc:
+            now = time.monotonic()
+            if now - said >= say_every_s:
+                log.warning("%s: JetStream unavailable (%s); retrying every %gs", name,
+                            exc.description if isinstance(exc, ServiceUnavailableError)
+                            else type(exc).__name__, retry_s)  # fmt: skip
+                said = now
+        await asyncio.sleep(retry_s)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     name: str = args.service
     config = server_config(args)
     with stop_on_signals() as stop:
         async with connected(config, f"ucloud-{name}") as (event_log, store):
-            await event_log.ensure_stream()
+            await stream_ready(event_log, name)
             metrics = ProcessMetrics(event_log)
             supervisor = Supervisor(config, event_log, store, [name], metrics=metrics)
             async with contextlib.AsyncExitStack() as stack:

@@ -146,7 +146,7 @@ class Dispatcher:
             return
         cause = Cause.of(intent, ACTOR, self.clock())
         for _ in range(RETRIES):
-            stored, last = await self.log.load("vm", intent.vm)
+            stored, last = await self.log.load("vm", intent.vm, including=intent.id)
             outcome = dispatch(fold(stored), intent, cause)
             if isinstance(outcome, str):
                 log.info("vm %s: %s at %d ignored: %s", intent.vm, intent.tag(), seq, outcome)

@@ -132,7 +132,8 @@ class Hostd:
         if not isinstance(event, HostVmStart | HostVmStop | HostVmDelete) or event.host != self.me:
             return
         began = self.clock()
-        stored, _ = await self.log.load("vm", event.vm)
+        # the command's cause is a VM intent (the dispatcher's): the VM as loaded holds it
+        stored, _ = await self.log.load("vm", event.vm, including=_vm_cause(event))
         facts = rules.fold(stored)
         reason = rules.judge_command(event, seq, facts, self.me)
         if reason is not None:
@@ -468,3 +469,12 @@ class Hostd:
         """Let go of every VM (watchers, restarts, QMP sessions); QEMU processes run on."""
         for machine in list(self.machines.values()):
             await machine.forget()
+
+
+DISPATCHER = "system:dispatcher"
+
+
+def _vm_cause(command: Event) -> str:
+    """The VM intent a command of the dispatcher was caused by (it is in the VM's
+    aggregate), or "" for a command of anyone else."""
+    return command.causation if command.actor == DISPATCHER else ""
