@@ -29,7 +29,9 @@ import httpx
 from ucloud.errors import ApiError, NotLoggedIn, Unreachable
 
 DEFAULT_TIMEOUT_S = 30.0
-RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # one pause before each retry
+# one pause before each retry: 23 s in all, as long as a cluster takes to elect new leaders
+# after losing a node
+RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 8.0)
 IDEMPOTENCY_KEY = "Idempotency-Key"
 RETRIED_STATUSES = frozenset({502, 503, 504})
 
