@@ -1,4 +1,4 @@
-"""``ucloud vm create|list|show|start|stop|delete|migrate|events|console-log``.
+"""``ucloud vm create|list|show|start|stop|delete|migrate|events|console-log|dns|ptr``.
 
 The lifecycle verbs answer as soon as the gateway accepted the request (202); ``--wait``
 follows the VM until it gets there (see ``ucloud.client.wait``), printing each status change.
@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, get_args
 
+from ucloud.cli import vm_dns_cmd
 from ucloud.cli.order_cmd import agreed_price
 from ucloud.client.args import add_client_options, emit, note, open_gateway, size_arg
 from ucloud.client.http import GatewayClient, path
@@ -98,6 +99,7 @@ def register(sub: Any) -> None:
     )
     add_client_options(console)
     console.set_defaults(func=_console_log)
+    vm_dns_cmd.register(verbs)
 
 
 def _add_wait_options(parser: argparse.ArgumentParser, target: str) -> None:
