@@ -93,6 +93,7 @@ async def up(args: argparse.Namespace) -> int:
             config = with_servers(base, data_dir, nats.url, [etcd.endpoint])
             if not stop.is_set() and dns_service.enabled(config):
                 knot = await asyncio.to_thread(embedded_knot(config).start)
+                _record_servers(data_dir, nats, etcd, knot)
             if not stop.is_set():
                 await _serve_all(config, data_dir, stop)
         finally:
@@ -217,11 +218,16 @@ def hold_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _record_servers(data_dir: Path, nats: EmbeddedNats, etcd: EmbeddedEtcd) -> None:
+def _record_servers(
+    data_dir: Path, nats: EmbeddedNats, etcd: EmbeddedEtcd, knot: EmbeddedKnot | None = None
+) -> None:
+    children: list[tuple[str, EmbeddedNats | EmbeddedEtcd | EmbeddedKnot | None]] = [
+        ("nats", nats), ("etcd", etcd), ("knot", knot)
+    ]
     pids = {
         name: child.process.pid
-        for name, child in (("nats", nats), ("etcd", etcd))
-        if child.process is not None
+        for name, child in children
+        if child is not None and child.process is not None
     }
     (data_dir / SERVERS_FILE).write_text(json.dumps(pids) + "\n")
 
