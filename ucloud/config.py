@@ -214,6 +214,35 @@ class NetworkConfig(_Section):
                 raise ValueError(f"rdnss {server!r} is not an IPv6 address") from exc
 
 
+_DNS_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class DnsConfig(_Section):
+    """Names of VMs: the zones offered to users, the limit, and the authoritative server
+    (knotd) that the ``dns`` service updates by RFC 2136 signed with TSIG."""
+
+    # None: run the dns service (and, in ``ucloud up``, knotd) when knotd is installed
+    enabled: bool | None = None
+    zones: list[Annotated[str, msgspec.Meta(pattern=_DNS_NAME)]] = msgspec.field(
+        default_factory=lambda: ["vm.test"]
+    )
+    default_zone: str = ""  # of generated reverse names <vm>.<owner>.<zone>; "" the first
+    max_names_per_user: Annotated[int, msgspec.Meta(ge=0)] = 16
+    server: str = "[::1]:8053"  # where knotd answers and takes updates
+    tsig_key_file: str = ""  # "<name> <base64 secret>"; default <data_dir>/dns/tsig.key
+    nameserver: str = ""  # the zones' NS and SOA primary; default ns.<default zone>
+    ttl: Annotated[int, msgspec.Meta(ge=0)] = 300
+
+    def __post_init__(self) -> None:
+        if self.default_zone and self.default_zone not in self.zones:
+            raise ValueError(f"default_zone {self.default_zone!r} is not one of zones")
+
+    @property
+    def zone(self) -> str:
+        """The default zone ("" when none is offered)."""
+        return self.default_zone or (self.zones[0] if self.zones else "")
+
+
 class MetadataConfig(_Section):
     """The metadata service: on ``fe80::a9fe:a9fe`` of each VM bridge, and ``address``."""
 
@@ -290,6 +319,7 @@ class Paths(msgspec.Struct, frozen=True, kw_only=True):
     runtime: Path  # VM runtime directories under QEMU (host.runtime_dir)
     builtin_images: Path  # built guest images, as ``ucloud image build`` keeps them
     radvd: Path  # router advertisement daemons of networks with IPAM "auto"
+    dns: Path  # the TSIG key of DNS updates, and the embedded knotd of ``ucloud up``
 
 
 BUILTIN_IMAGES = Path("images") / "builtin"  # under data_dir
@@ -308,6 +338,7 @@ class Config(_Section):
     images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
     metadata: MetadataConfig = msgspec.field(default_factory=MetadataConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
 
     @property
     def paths(self) -> Paths:
@@ -324,6 +355,7 @@ class Config(_Section):
             runtime=under(self.host.runtime_dir, "vms"),
             builtin_images=data / BUILTIN_IMAGES,
             radvd=data / "radvd",
+            dns=data / "dns",
         )
 
 

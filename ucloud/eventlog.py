@@ -250,14 +250,21 @@ class EventLog:
             return await self.js.add_stream(wanted)
         return await self.js.update_stream(wanted)
 
-    async def append(self, event: Event, expected: int | None = None) -> int:
-        """Append one event; returns its stream sequence. ``expected=0``: must be first."""
+    async def append(
+        self, event: Event, expected: int | None = None, *, guard: str = ""
+    ) -> int:
+        """Append one event; returns its stream sequence. ``expected=0``: must be first.
+
+        ``expected`` is the last sequence of the event's aggregate, or with ``guard`` (a
+        subject filter, such as every VM's ``dns_name_added``) the last of that filter."""
         aggregate_subjects = subject(event.aggregate, event.aggregate_id)
         wire = self.physical(aggregate_subjects)
         headers = {"Nats-Msg-Id": event.id, TYPE_HEADER: event.tag()}
         if expected is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
-            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = wire
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = (
+                self.physical(guard) if guard else wire
+            )
         event_subject = wire[:-1] + event.event_name
         ack = await self._publish(event_subject, encode(event), headers)
         error = ack.error

@@ -382,3 +382,87 @@ class EmbeddedEtcd(_Child):
                 return bool(json.loads(resp.read()).get("health") == "true")
         except (urllib.error.URLError, OSError, ValueError):
             return False
+
+
+@dataclass(frozen=True)
+class TsigKey:
+    """The shared secret that signs DNS updates (RFC 8945): ``name`` and base64 ``secret``."""
+
+    name: str
+    secret: str
+    algorithm: str = "hmac-sha256"
+
+
+class EmbeddedKnot(_Child):
+    """knotd, the authoritative server of the VMs' zones, with its own configuration, run
+    directory and zone storage under ``directory`` (Debian's own knot service is not used).
+
+    Each zone starts from a file with its SOA and NS, written once; from then on the
+    ``dns`` service changes it by RFC 2136 updates signed with ``key``, which knotd keeps
+    in its journal and writes back to the file. Ready when ``knotc status`` answers."""
+
+    name = "knot"
+
+    def __init__(
+        self, directory: Path, host: str, port: int, key: TsigKey, zones: Sequence[str],
+        nameserver: str,
+    ) -> None:  # fmt: skip
+        super().__init__(directory, host)
+        self.port = port
+        self.key = key
+        self.zones = list(zones)
+        self.nameserver = nameserver.removesuffix(".") + "."
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / "run" / "knot.sock"
+
+    def start(self) -> EmbeddedKnot:
+        for sub in ("run", "zones", "db"):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        for zone in self.zones:
+            path = self.directory / "zones" / f"{zone}.zone"
+            if not path.exists():
+                path.write_text(
+                    f"$ORIGIN {zone}.\n"
+                    f"@ 300 SOA {self.nameserver} hostmaster.{zone}. 1 3600 600 604800 300\n"
+                    f"@ 300 NS {self.nameserver}\n"
+                )
+        conf = self.directory / "knot.conf"
+        zones = "".join(f"  - domain: {zone}\n" for zone in self.zones)
+        conf.write_text(
+            "server:\n"
+            f'    rundir: "{self.directory / "run"}"\n'
+            f"    listen: {self.host}@{self.port}\n"
+            "key:\n"
+            f"  - id: {self.key.name}\n"
+            f"    algorithm: {self.key.algorithm}\n"
+            f"    secret: {self.key.secret}\n"
+            "acl:\n"
+            "  - id: ucloud\n"
+            f"    key: {self.key.name}\n"
+            "    action: [update, transfer]\n"
+            "database:\n"
+            f'    storage: "{self.directory / "db"}"\n'
+            "template:\n"
+            "  - id: default\n"
+            f'    storage: "{self.directory / "zones"}"\n'
+            '    file: "%s.zone"\n'
+            "    acl: ucloud\n"
+            "    zonefile-sync: 0\n"
+            "zone:\n" + zones
+        )
+        conf.chmod(0o600)  # it holds the secret
+        self.socket.unlink(missing_ok=True)
+        self._spawn([find_binary("knotd"), "-c", str(conf)])
+        self._wait(self._answers, "did not answer knotc status", 0.05)
+        return self
+
+    def _answers(self) -> bool:
+        if not self.socket.exists():
+            return False
+        done = subprocess.run(
+            [find_binary("knotc"), "-s", str(self.socket), "status"],
+            capture_output=True, timeout=5, check=False,
+        )
+        return done.returncode == 0

@@ -67,6 +67,7 @@ SERVICES: dict[str, str] = {
     "scheduler": "ucloud.handlers.scheduler:run",
     "dispatcher": "ucloud.handlers.dispatcher:run",
     "metadata": "ucloud.metadata.service:run",
+    "dns": "ucloud.dns.service:run",
 }
 
 

@@ -42,6 +42,10 @@ SAMPLE: dict[type[ev.VmEvent], ev.VmEvent] = {
     ev.VmEvacuated: e(ev.VmEvacuated, from_host="h1", to_host="h2"),
     ev.VmLost: e(ev.VmLost, host="h2", reason="r"),
     ev.VmConsoleOpened: e(ev.VmConsoleOpened, kind="serial"),  # an audit fact: no change
+    # names of the VM: no change of status either
+    ev.VmDnsNameAdded: e(ev.VmDnsNameAdded, name="web.alice.vm.test", zone="vm.test"),
+    ev.VmDnsNameRemoved: e(ev.VmDnsNameRemoved, name="web.alice.vm.test"),
+    ev.VmPtrSet: e(ev.VmPtrSet, address="fd00::1", name="web.alice.vm.test"),
 }
 
 # The table read the other way round: for each event that moves the status, the statuses
@@ -102,7 +106,8 @@ def test_what_the_projection_shows_agrees_with_the_table() -> None:
         if kind not in (ev.VmRequested, ev.VmDeleted):  # they create and remove the view
             assert lifecycle.SHOWN[kind] == to
     assert set(lifecycle.SHOWN) == set(ev.VM_EVENTS) - {
-        ev.VmRequested, ev.VmDeleted, ev.VmMigrationReady, ev.VmConsoleOpened}
+        ev.VmRequested, ev.VmDeleted, ev.VmMigrationReady, ev.VmConsoleOpened,
+        ev.VmDnsNameAdded, ev.VmDnsNameRemoved, ev.VmPtrSet}
 
 
 def on(event: ev.VmEvent, host: str) -> ev.VmEvent:

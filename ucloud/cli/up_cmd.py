@@ -6,6 +6,7 @@ The data directory (``--data-dir``, default ``default_data_dir()``) holds::
     ucloud.toml   the settings of this all-in-one, written on the first start
     nats/         the embedded nats-server: JetStream store, log, ports
     etcd/         the embedded etcd: data, log, ports
+    dns/          the TSIG key of DNS updates; knot/: the embedded knotd (when enabled)
     servers.json  pids of the embedded servers while they run
     up.json       where the running all-in-one listens (``UpInfo``); gone when stopped
 
@@ -40,9 +41,11 @@ from ucloud.cli.main import run_async
 from ucloud.client.locate import default_data_dir
 from ucloud.client.upfile import UP_FILE, UpInfo, write_up
 from ucloud.config import Config
+from ucloud.dns import service as dns_service
+from ucloud.dns.updates import split_listen, tsig_key
 from ucloud.errors import ServerError
 from ucloud.metrics import ProcessMetrics, listening
-from ucloud.servers import EmbeddedEtcd, EmbeddedNats
+from ucloud.servers import EmbeddedEtcd, EmbeddedKnot, EmbeddedNats
 from ucloud.services import SERVICES
 from ucloud.supervisor import Supervisor, connected, stop_on_signals
 
@@ -81,19 +84,25 @@ async def up(args: argparse.Namespace) -> int:
         base = config_mod.load(settings)
         nats = EmbeddedNats(data_dir / "nats", sync=base.nats.sync)
         etcd = EmbeddedEtcd(data_dir / "etcd")
+        knot: EmbeddedKnot | None = None
         try:
             await asyncio.to_thread(nats.start)
             _record_servers(data_dir, nats, etcd)
             if not stop.is_set():
                 await asyncio.to_thread(etcd.start)
                 _record_servers(data_dir, nats, etcd)
+            config = with_servers(base, data_dir, nats.url, [etcd.endpoint])
+            if not stop.is_set() and dns_service.enabled(config):
+                knot = await asyncio.to_thread(embedded_knot(config).start)
+                _record_servers(data_dir, nats, etcd, knot)
             if not stop.is_set():
-                config = with_servers(base, data_dir, nats.url, [etcd.endpoint])
                 await _serve_all(config, data_dir, stop)
         finally:
             (data_dir / UP_FILE).unlink(missing_ok=True)
             nats.stop()
             etcd.stop()
+            if knot is not None:
+                knot.stop()
             (data_dir / SERVERS_FILE).unlink(missing_ok=True)
     log.info("ucloud up on %s stopped", data_dir)
     return 0
@@ -103,7 +112,8 @@ async def _serve_all(config: Config, data_dir: Path, stop: asyncio.Event) -> Non
     async with connected(config, "ucloud-up") as (event_log, store):
         await event_log.ensure_stream()
         metrics = ProcessMetrics(event_log)
-        supervisor = Supervisor(config, event_log, store, list(SERVICES), metrics=metrics)
+        names = [n for n in SERVICES if n != "dns" or dns_service.enabled(config)]
+        supervisor = Supervisor(config, event_log, store, names, metrics=metrics)
         async with listening(metrics, config.metrics.listen or METRICS_LISTEN) as metrics_url:
             await _supervise(config, data_dir, stop, supervisor, metrics_url)
 
@@ -166,6 +176,16 @@ def gateway_url(listen: str) -> str:
     return f"http://{host}:{port}"
 
 
+def embedded_knot(config: Config) -> EmbeddedKnot:
+    """The all-in-one's knotd: every zone of ``[dns]`` at ``dns.server``."""
+    host, port = split_listen(config.dns.server)
+    zones = dns_service.zones_of(config)
+    return EmbeddedKnot(
+        config.paths.dns / "knot", host, port, tsig_key(dns_service.key_file(config)),
+        [*zones.forward, *zones.reverse], dns_service.nameserver(config),
+    )
+
+
 def with_servers(base: Config, data_dir: Path, nats_url: str, endpoints: list[str]) -> Config:
     raw: dict[str, Any] = msgspec.to_builtins(base)
     raw["data_dir"] = str(data_dir)
@@ -199,11 +219,16 @@ def hold_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _record_servers(data_dir: Path, nats: EmbeddedNats, etcd: EmbeddedEtcd) -> None:
+def _record_servers(
+    data_dir: Path, nats: EmbeddedNats, etcd: EmbeddedEtcd, knot: EmbeddedKnot | None = None
+) -> None:
+    children: list[tuple[str, EmbeddedNats | EmbeddedEtcd | EmbeddedKnot | None]] = [
+        ("nats", nats), ("etcd", etcd), ("knot", knot)
+    ]
     pids = {
         name: child.process.pid
-        for name, child in (("nats", nats), ("etcd", etcd))
-        if child.process is not None
+        for name, child in children
+        if child is not None and child.process is not None
     }
     (data_dir / SERVERS_FILE).write_text(json.dumps(pids) + "\n")
 

@@ -1,4 +1,4 @@
-"""``ucloud vm create|list|show|start|stop|delete|migrate|events|console-log|console|vnc``.
+"""``ucloud vm create|list|show|start|stop|delete|migrate|events|console-log|console|vnc|dns|ptr``.
 
 The lifecycle verbs answer as soon as the gateway accepted the request (202); ``--wait``
 follows the VM until it gets there (see ``ucloud.client.wait``), printing each status change.
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
+from ucloud.cli import vm_dns_cmd
 from ucloud.cli.order_cmd import agreed_price
 from ucloud.client.args import (
     add_client_options,
@@ -107,6 +108,7 @@ def register(sub: Any) -> None:
     )
     add_client_options(console)
     console.set_defaults(func=_console_log)
+    vm_dns_cmd.register(verbs)
 
     attach = verbs.add_parser(
         "console", help=f"attach this terminal to the VM's serial console ({ESCAPE_HELP} detaches)"

@@ -104,6 +104,24 @@ class VmConsoleOpened(VmEvent, frozen=True, kw_only=True, tag="vm.console_opened
     kind: ConsoleKind
 
 
+class VmDnsNameAdded(VmEvent, frozen=True, kw_only=True, tag="vm.dns_name_added"):
+    """The VM carries the DNS name ``name`` (a full name in the offered zone ``zone``)."""
+
+    name: str
+    zone: str
+
+
+class VmDnsNameRemoved(VmEvent, frozen=True, kw_only=True, tag="vm.dns_name_removed"):
+    name: str
+
+
+class VmPtrSet(VmEvent, frozen=True, kw_only=True, tag="vm.ptr_set"):
+    """The reverse name of one of the VM's addresses; ``name`` "" goes back to the default."""
+
+    address: str
+    name: str = ""
+
+
 VM_EVENTS = (
     VmRequested,
     VmScheduled,
@@ -122,4 +140,7 @@ VM_EVENTS = (
     VmEvacuated,
     VmLost,
     VmConsoleOpened,
+    VmDnsNameAdded,
+    VmDnsNameRemoved,
+    VmPtrSet,
 )

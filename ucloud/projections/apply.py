@@ -45,6 +45,7 @@ from ucloud.projections.views import (
     UserView,
     Value,
     VmView,
+    dns_key,
     encode_value,
     file_key,
     host_key,
@@ -171,7 +172,38 @@ def _vm_deleted(state: State, e: ev.VmDeleted) -> list[Change]:
     for nic in view.nics:
         out += _unindex(state, mac_key(nic.mac), e.vm)
         out.append((net_vm_key(nic.network, e.vm), None))
+    for name in view.names:
+        out += _unindex(state, dns_key(name), e.vm)
     return out
+
+
+@_on(ev.VmDnsNameAdded)
+def _vm_dns_name_added(state: State, e: ev.VmDnsNameAdded) -> list[Change]:
+    view: VmView | None = _get(state, vm_key(e.vm), VmView)
+    if view is None or e.name in view.names or state.get(dns_key(e.name)) is not None:
+        return []
+    return [*_vm_update(state, e.vm, e.at, dns=(*view.names, e.name)), (dns_key(e.name), e.vm)]
+
+
+@_on(ev.VmDnsNameRemoved)
+def _vm_dns_name_removed(state: State, e: ev.VmDnsNameRemoved) -> list[Change]:
+    view: VmView | None = _get(state, vm_key(e.vm), VmView)
+    if view is None or e.name not in view.names:
+        return []
+    kept = tuple(n for n in view.names if n != e.name)
+    return [*_vm_update(state, e.vm, e.at, dns=kept), *_unindex(state, dns_key(e.name), e.vm)]
+
+
+@_on(ev.VmPtrSet)
+def _vm_ptr_set(state: State, e: ev.VmPtrSet) -> list[Change]:
+    view: VmView | None = _get(state, vm_key(e.vm), VmView)
+    if view is None:
+        return []
+    nics = tuple(
+        msgspec.structs.replace(n, ptr=e.name or msgspec.UNSET) if n.address == e.address else n
+        for n in view.nics
+    )
+    return _vm_update(state, e.vm, e.at, nics=nics)
 
 
 # --- host and the capacity ledger -------------------------------------------------------

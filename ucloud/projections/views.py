@@ -14,6 +14,7 @@ Keys, relative to the configured prefix (``/ucloud/v1/``):
     idx/vni/<vni>                net id
     idx/net/<net>/<vm>           ""   (VMs attached to a network)
     idx/name/<owner>/<kind>/<name>  id   (names are unique per owner and kind)
+    idx/dns/<name>               vm id (a DNS name belongs to one VM)
     _checkpoint/<projection>     last applied stream sequence (decimal)
     _poison/<seq>                PoisonView: a message that did not decode
 
@@ -39,6 +40,8 @@ class NicView(msgspec.Struct, frozen=True, kw_only=True):
     network: str
     mac: str
     address: str = ""  # EUI-64 address in the network's /64, when it has one
+    # the reverse name its owner set for the address; unset (not stored) the default
+    ptr: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class VmView(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,6 +59,12 @@ class VmView(msgspec.Struct, frozen=True, kw_only=True):
     order: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # its DNS names, in the order they were added; unset (not stored) until it has one
+    dns: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.dns if isinstance(self.dns, tuple) else ()
 
 
 HostState = Literal["up", "down"]
@@ -216,6 +225,10 @@ def owner_key(owner: str, kind: str, id_: str) -> str:
 
 def name_key(owner: str, kind: str, name: str) -> str:
     return f"idx/name/{owner}/{kind}/{name}"
+
+
+def dns_key(name: str) -> str:
+    return f"idx/dns/{name}"
 
 
 def vni_key(vni: int) -> str:
