@@ -21,6 +21,7 @@ _GROUPS = (
     "ucloud.cli.schemas_cmd",
     "ucloud.cli.replay_cmd",
     "ucloud.cli.login_cmd",
+    "ucloud.cli.remote_cmd",
     "ucloud.cli.user_cmd",
     "ucloud.cli.key_cmd",
     "ucloud.cli.vm_cmd",
