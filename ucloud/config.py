@@ -244,6 +244,11 @@ class MetricsConfig(_Section):
     listen: str = ""
 
 
+class LogConfig(_Section):
+    # how services log to stderr: "text" for people, "json" one object a line for collectors
+    format: Literal["text", "json"] = "text"
+
+
 class BillingConfig(_Section):
     # The price table of ``ucloud replay billing`` and quotes (TOML; see the sample).
     prices: str = str(SAMPLE_PRICES)
@@ -308,6 +313,7 @@ class Config(_Section):
     images: ImagesConfig = msgspec.field(default_factory=ImagesConfig)
     metadata: MetadataConfig = msgspec.field(default_factory=MetadataConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     @property
     def paths(self) -> Paths:

@@ -19,6 +19,8 @@ import sys
 from typing import Any
 
 from ucloud.client.locate import add_server_options, server_config
+from ucloud.config import Config
+from ucloud.logsetup import add_log_option, configure
 from ucloud.metrics import ProcessMetrics, listening
 from ucloud.sdnotify import notify
 from ucloud.services import SERVICES, resolve
@@ -35,6 +37,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("service", metavar="SERVICE", help=f"one of: {', '.join(SERVICES)}")
     add_server_options(parser)
+    add_log_option(parser)
     parser.set_defaults(func=serve)
 
 
@@ -52,13 +55,14 @@ def serve(args: argparse.Namespace) -> int:
         print(f"ucloud serve: {args.service} cannot be loaded: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1
-    code: int = asyncio.run(_serve(args))
+    config = server_config(args)
+    configure(args.log_format or config.log.format, verbose=args.verbose, service=args.service)
+    code: int = asyncio.run(_serve(args, config))
     return code
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, config: Config) -> int:
     name: str = args.service
-    config = server_config(args)
     with stop_on_signals() as stop:
         async with connected(config, f"ucloud-{name}") as (event_log, store):
             await event_log.ensure_stream()

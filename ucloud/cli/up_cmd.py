@@ -40,6 +40,7 @@ from ucloud.cli.main import run_async
 from ucloud.client.locate import UP_FILE, UpInfo, default_data_dir, write_up
 from ucloud.config import Config
 from ucloud.errors import ServerError
+from ucloud.logsetup import add_log_option, configure
 from ucloud.metrics import ProcessMetrics, listening
 from ucloud.servers import EmbeddedEtcd, EmbeddedNats
 from ucloud.services import SERVICES
@@ -67,6 +68,7 @@ def register(sub: Any) -> None:
         help=f"data directory (default {default_data_dir()}); settings in DIR/{SETTINGS_FILE} "
         "unless --config is given",
     )
+    add_log_option(parser)
     parser.set_defaults(func=run_async(up))
 
 
@@ -78,6 +80,7 @@ async def up(args: argparse.Namespace) -> int:
         stop_leftovers(data_dir)
         settings = Path(args.config) if args.config else ensure_settings(data_dir)
         base = config_mod.load(settings)
+        configure(args.log_format or base.log.format, verbose=args.verbose, service="up")
         nats = EmbeddedNats(data_dir / "nats", sync=base.nats.sync)
         etcd = EmbeddedEtcd(data_dir / "etcd")
         try:
