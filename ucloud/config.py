@@ -273,6 +273,11 @@ class MetricsConfig(_Section):
     listen: str = ""
 
 
+class LogConfig(_Section):
+    # how services log to stderr: "text" for people, "json" one object a line for collectors
+    format: Literal["text", "json"] = "text"
+
+
 class BillingConfig(_Section):
     # The price table of ``ucloud replay billing`` and quotes (TOML; see the sample).
     prices: str = str(SAMPLE_PRICES)
@@ -339,6 +344,7 @@ class Config(_Section):
     metadata: MetadataConfig = msgspec.field(default_factory=MetadataConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     @property
     def paths(self) -> Paths:

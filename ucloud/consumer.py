@@ -299,6 +299,7 @@ class _Runner:
                 logger.error(
                     "%s: event %d (%s) failed on its last delivery (%d): %r",
                     self.name, seq, event.tag(), delivered, exc, exc_info=exc,
+                    extra=self.fields(event, seq),
                 )
                 reason = f"handler failed on delivery {delivered}: {exc!r}"
                 await self.poison(msg, seq, delivered, reason, msg.term)
@@ -307,11 +308,21 @@ class _Runner:
             logger.warning(
                 "%s: event %d (%s) failed on delivery %d, retrying in %gs: %r",
                 self.name, seq, event.tag(), delivered, delay, exc,
+                extra=self.fields(event, seq),
             )
             await msg.nak(delay=delay or None)
             return
         await msg.ack()
         self.counters.processed += 1
+        logger.debug("%s: handled event %d (%s)", self.name, seq, event.tag(),
+                     extra=self.fields(event, seq))
+
+    def fields(self, event: Event, seq: int) -> dict[str, object]:
+        """The ``extra=`` of a log line about ``event`` (JSON logs show them as fields)."""
+        return {
+            "consumer": self.name, "event_id": event.id, "seq": seq, "event": event.tag(),
+            "correlation": getattr(event, "correlation", "") or "",
+        }
 
     async def poison(
         self, msg: Msg, seq: int, delivered: int, error: str,

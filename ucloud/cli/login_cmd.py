@@ -2,7 +2,8 @@
 
 ``--secret-file`` holds the base32 TOTP secret (or the otpauth:// URI ``ucloud user add``
 printed); the current code is computed from it. The token is stored with the gateway URL,
-readable by its owner only, and never printed.
+as the login of the current remote (or ``--remote``'s), readable by its owner only, and
+never printed.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 
 import pyotp
 
-from ucloud.client.args import add_client_options, all_in_one_of, environment, open_gateway
-from ucloud.client.credentials import (
-    Credentials,
-    config_dir,
-    remove_credentials,
-    save_credentials,
+from ucloud.client.args import (
+    add_client_options,
+    add_remote_option,
+    all_in_one_of,
+    open_gateway,
+    target,
 )
+from ucloud.client.credentials import Credentials, remove_credentials, save_credentials
 from ucloud.client.output import as_json
 from ucloud.errors import ApiError
 
@@ -39,7 +41,8 @@ def register(sub: Any) -> None:
     )
     add_client_options(login)
     login.set_defaults(func=_login)
-    logout = sub.add_parser("logout", help="forget the stored login")
+    logout = sub.add_parser("logout", help="forget the stored login (of the current remote)")
+    add_remote_option(logout)
     logout.set_defaults(func=_logout)
 
 
@@ -62,6 +65,7 @@ def totp_from_file(name: str) -> str:
 def _login(args: argparse.Namespace) -> int:
     otp = args.otp if args.otp is not None else args.otp_from_file
     body = {"name": args.name, "realm": args.realm, "otp": otp}
+    where = target(args)
     with open_gateway(args, authenticated=False) as gateway:
         answer = gateway.post("/v1/auth/token", body)
         url = gateway.url
@@ -74,7 +78,7 @@ def _login(args: argparse.Namespace) -> int:
         url=url, token=token, name=args.name, realm=args.realm, expires_at=expires_at,
         data_dir=str(data_dir) if data_dir is not None else "",
     )
-    path = save_credentials(config_dir(environment()), credentials)
+    path = save_credentials(where.directory, credentials, where.remote)
     if args.output == "json":
         shown = {"name": args.name, "realm": args.realm, "url": url, "expires_at": expires_at}
         print(as_json(shown))
@@ -86,9 +90,9 @@ def _login(args: argparse.Namespace) -> int:
 
 
 def _logout(args: argparse.Namespace) -> int:
-    directory = config_dir(environment())
-    if remove_credentials(directory):
-        print(f"logged out: removed the login in {directory}")
+    where = target(args)
+    if remove_credentials(where.directory, where.remote):
+        print(f"logged out of {where.remote}: removed its login in {where.directory}")
     else:
-        print(f"not logged in (no login in {directory})")
+        print(f"not logged in to {where.remote} (no login in {where.directory})")
     return 0

@@ -21,6 +21,8 @@ _GROUPS = (
     "ucloud.cli.schemas_cmd",
     "ucloud.cli.replay_cmd",
     "ucloud.cli.login_cmd",
+    "ucloud.cli.remote_cmd",
+    "ucloud.cli.completion_cmd",
     "ucloud.cli.user_cmd",
     "ucloud.cli.key_cmd",
     "ucloud.cli.vm_cmd",
@@ -84,6 +86,10 @@ def run_async(func: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.N
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None:  # the shell asking for completions: answered, then exit
+        from ucloud.cli.completion_cmd import complete
+
+        complete(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -25,6 +25,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import ServiceUnavailableError
 
 from ucloud.client.locate import add_server_options, server_config
+from ucloud.config import Config
+from ucloud.logsetup import add_log_option, configure
 from ucloud.eventlog import EventLog
 from ucloud.metrics import ProcessMetrics, listening
 from ucloud.sdnotify import notify
@@ -42,6 +44,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("service", metavar="SERVICE", help=f"one of: {', '.join(SERVICES)}")
     add_server_options(parser)
+    add_log_option(parser)
     parser.set_defaults(func=serve)
 
 
@@ -59,7 +62,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"ucloud serve: {args.service} cannot be loaded: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1
-    code: int = asyncio.run(_serve(args))
+    config = server_config(args)
+    configure(args.log_format or config.log.format, verbose=args.verbose, service=args.service)
+    code: int = asyncio.run(_serve(args, config))
     return code
 
 
@@ -87,9 +92,8 @@ async def stream_ready(event_log: EventLog, name: str, *, retry_s: float = STREA
         await asyncio.sleep(retry_s)
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, config: Config) -> int:
     name: str = args.service
-    config = server_config(args)
     with stop_on_signals() as stop:
         async with connected(config, f"ucloud-{name}") as (event_log, store):
             await stream_ready(event_log, name)

@@ -44,6 +44,7 @@ from ucloud.config import Config
 from ucloud.dns import service as dns_service
 from ucloud.dns.updates import split_listen, tsig_key
 from ucloud.errors import ServerError
+from ucloud.logsetup import add_log_option, configure
 from ucloud.metrics import ProcessMetrics, listening
 from ucloud.servers import EmbeddedEtcd, EmbeddedKnot, EmbeddedNats
 from ucloud.services import SERVICES
@@ -71,6 +72,7 @@ def register(sub: Any) -> None:
         help=f"data directory (default {default_data_dir()}); settings in DIR/{SETTINGS_FILE} "
         "unless --config is given",
     )
+    add_log_option(parser)
     parser.set_defaults(func=run_async(up))
 
 
@@ -82,6 +84,7 @@ async def up(args: argparse.Namespace) -> int:
         stop_leftovers(data_dir)
         settings = Path(args.config) if args.config else ensure_settings(data_dir)
         base = config_mod.load(settings)
+        configure(args.log_format or base.log.format, verbose=args.verbose, service="up")
         nats = EmbeddedNats(data_dir / "nats", sync=base.nats.sync)
         etcd = EmbeddedEtcd(data_dir / "etcd")
         knot: EmbeddedKnot | None = None

@@ -1,5 +1,5 @@
-"""What the client commands share: ``--url``, ``--data-dir``, ``-o``/``-c``, opening the
-gateway, printing answers and progress.
+"""What the client commands share: ``--url``, ``--remote``, ``--data-dir``, ``-o``/``-c``,
+opening the gateway, printing answers and progress.
 
 Only the command layer reads the environment; it hands a mapping to the pure resolution
 in ``credentials``.
@@ -12,21 +12,40 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ucloud.client.credentials import config_dir, load_credentials, resolve_token, resolve_url
+from ucloud.client.credentials import (
+    Credentials,
+    config_dir,
+    load_credentials,
+    resolve_token,
+    resolve_url,
+)
 from ucloud.client.http import GatewayClient, quiet_http_logging
 from ucloud.client.locate import add_server_options, default_data_dir
 from ucloud.client.output import FORMATS, Layout, Renderer, render
+from ucloud.client.remotes import chosen, load_remotes
 from ucloud.client.sizes import parse_size, wire_size
 from ucloud.client.upfile import UP_FILE, read_up
 
+QUICK_TIMEOUT_S = 2.0
+
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="gateway URL (default: UCLOUD_URL, then the login's)")
+    parser.add_argument("--url", help="gateway URL (default: UCLOUD_URL, then the remote's)")
+    add_remote_option(parser)
     add_server_options(parser)
     add_output_options(parser)
+
+
+def add_remote_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--remote", metavar="NAME",
+        help="the remote to talk to, with its login (default: the current one; "
+        "it wins over UCLOUD_URL and UCLOUD_TOKEN)",
+    )
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -52,15 +71,49 @@ def environment() -> Mapping[str, str]:
     return os.environ
 
 
-def open_gateway(args: argparse.Namespace, *, authenticated: bool = True) -> GatewayClient:
-    """A client of the gateway the arguments and the environment point at, logged in."""
+@dataclass(frozen=True)
+class Target:
+    """The gateway a command talks to: its URL, the remote it is, and that remote's login."""
+
+    url: str
+    remote: str
+    stored: Credentials | None
+    directory: Path
+    env: Mapping[str, str]
+
+
+def target(args: argparse.Namespace) -> Target:
+    """Resolve ``--url``, ``--remote`` and the environment (see ``credentials``)."""
+    env = environment()
+    flag = getattr(args, "remote", None)
+    if flag:  # an explicit remote: its own URL and login, not the CI variables'
+        env = {k: v for k, v in env.items() if k not in ("UCLOUD_URL", "UCLOUD_TOKEN")}
+    directory = config_dir(env)
+    remotes = load_remotes(directory)
+    name = chosen(remotes, flag, env)
+    stored = load_credentials(directory, name)
+    remote = remotes.remotes.get(name)
+    data_dir = getattr(args, "data_dir", None) or _running_all_in_one()
+    url = resolve_url(
+        getattr(args, "url", None), env, stored, data_dir, remote.url if remote else ""
+    )
+    return Target(url, name, stored, directory, env)
+
+
+def open_gateway(
+    args: argparse.Namespace, *, authenticated: bool = True, quick: bool = False
+) -> GatewayClient:
+    """A client of the gateway the arguments and the environment point at, logged in;
+    ``quick``: a short timeout and no retries (shell completion must not hang)."""
     if not getattr(args, "verbose", False):
         quiet_http_logging()
-    env = environment()
-    stored = load_credentials(config_dir(env))
-    url = resolve_url(args.url, env, stored, args.data_dir or _running_all_in_one())
-    token = resolve_token(env, stored, url) if authenticated else None
-    return GatewayClient(url, token)
+    where = target(args)
+    token = None
+    if authenticated:
+        token = resolve_token(where.env, where.stored, where.url, where.remote)
+    if quick:
+        return GatewayClient(where.url, token, timeout=QUICK_TIMEOUT_S, retry_delays=())
+    return GatewayClient(where.url, token)
 
 
 def all_in_one_of(args: argparse.Namespace, url: str) -> Path | None:

@@ -1,13 +1,13 @@
 """Where the client keeps its login, and how it finds the gateway.
 
-The login is one JSON file, ``credentials.json`` in ``$UCLOUD_CONFIG_DIR`` (default
+A login is one JSON file per remote (see ``remotes``) in ``$UCLOUD_CONFIG_DIR`` (default
 ``~/.config/ucloud``), mode 0600 in a 0700 directory: the token and the gateway URL it
 was issued by, and the all-in-one's data directory when the gateway was found through
 one (``ucloud replay`` and ``ucloud events`` find its servers there).
 
-The gateway URL, first found wins: ``--url``; ``UCLOUD_URL``; the stored login's URL;
-``--data-dir``'s ``up.json`` (its ``gateway``; without ``--data-dir``, that of an
-all-in-one running on the default data directory); ``http://[::1]:8080``.
+The gateway URL, first found wins: ``--url``; ``UCLOUD_URL``; the remote's URL; the stored
+login's URL; ``--data-dir``'s ``up.json`` (its ``gateway``; without ``--data-dir``, that of
+an all-in-one running on the default data directory); ``http://[::1]:8080``.
 The token: ``UCLOUD_TOKEN``; else the stored one, but only when it was issued by the gateway
 about to be asked, so a token is never sent to another server.
 """
@@ -15,7 +15,6 @@ about to be asked, so a token is never sent to another server.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,10 @@ from pathlib import Path
 import msgspec
 
 from ucloud.client.upfile import read_up
+from ucloud.client.remotes import CREDENTIALS_FILE, DEFAULT_REMOTE, login_path, write_private
 from ucloud.errors import ConfigError, InputError, NotLoggedIn
 
 DEFAULT_URL = "http://[::1]:8080"
-CREDENTIALS_FILE = "credentials.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,9 +45,9 @@ def config_dir(env: Mapping[str, str]) -> Path:
     return home / ".config" / "ucloud"
 
 
-def load_credentials(directory: Path) -> Credentials | None:
-    """The stored login, or None when there is none."""
-    path = directory / CREDENTIALS_FILE
+def load_credentials(directory: Path, remote: str = DEFAULT_REMOTE) -> Credentials | None:
+    """The stored login of ``remote``, or None when there is none."""
+    path = login_path(directory, remote)
     try:
         return msgspec.json.decode(path.read_bytes(), type=Credentials)
     except FileNotFoundError:
@@ -57,26 +56,17 @@ def load_credentials(directory: Path) -> Credentials | None:
         raise ConfigError(str(path), f"not a valid login ({exc}); run `ucloud login`") from exc
 
 
-def save_credentials(directory: Path, credentials: Credentials) -> Path:
+def save_credentials(
+    directory: Path, credentials: Credentials, remote: str = DEFAULT_REMOTE
+) -> Path:
     """Write the login readable by its owner only, replacing any earlier one atomically."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / CREDENTIALS_FILE
-    tmp = directory / f".{CREDENTIALS_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, msgspec.json.format(msgspec.json.encode(credentials)) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path
+    return write_private(login_path(directory, remote), msgspec.json.encode(credentials))
 
 
-def remove_credentials(directory: Path) -> bool:
-    """Forget the stored login; False when there was none."""
+def remove_credentials(directory: Path, remote: str = DEFAULT_REMOTE) -> bool:
+    """Forget the stored login of ``remote``; False when there was none."""
     with contextlib.suppress(FileNotFoundError):
-        (directory / CREDENTIALS_FILE).unlink()
+        login_path(directory, remote).unlink()
         return True
     return False
 
@@ -86,34 +76,42 @@ def resolve_url(
     env: Mapping[str, str],
     stored: Credentials | None,
     data_dir: Path | None,
+    remote_url: str = "",
 ) -> str:
     """The gateway to talk to (see the module docstring for the order)."""
     if flag:
-        return _checked(flag, "--url")
+        return checked_url(flag, "--url")
     if env.get("UCLOUD_URL"):
-        return _checked(env["UCLOUD_URL"], "UCLOUD_URL")
+        return checked_url(env["UCLOUD_URL"], "UCLOUD_URL")
+    if remote_url:
+        return checked_url(remote_url, "remotes.json")
     if stored is not None and stored.url:
-        return _checked(stored.url, CREDENTIALS_FILE)
+        return checked_url(stored.url, CREDENTIALS_FILE)
     if data_dir is not None:
         gateway = read_up(data_dir).gateway
         if not gateway:
             raise ConfigError("--data-dir", f"{data_dir} names no gateway: is it running there?")
-        return _checked(gateway, "--data-dir")
+        return checked_url(gateway, "--data-dir")
     return DEFAULT_URL
 
 
-def resolve_token(env: Mapping[str, str], stored: Credentials | None, url: str) -> str:
+def resolve_token(
+    env: Mapping[str, str], stored: Credentials | None, url: str, remote: str = DEFAULT_REMOTE
+) -> str:
     """The bearer token for ``url``; NotLoggedIn says why there is none."""
     if env.get("UCLOUD_TOKEN"):
         return env["UCLOUD_TOKEN"]
+    of = "" if remote == DEFAULT_REMOTE else f" of remote {remote}"
     if stored is None or not stored.token:
-        raise NotLoggedIn(f"no stored login in {config_dir(env)} and UCLOUD_TOKEN is not set")
+        raise NotLoggedIn(
+            f"no stored login{of} in {config_dir(env)} and UCLOUD_TOKEN is not set"
+        )
     if stored.url.rstrip("/") != url:
-        raise NotLoggedIn(f"the stored login is for {stored.url}, not {url}")
+        raise NotLoggedIn(f"the stored login{of} is for {stored.url}, not {url}")
     return stored.token
 
 
-def _checked(url: str, source: str) -> str:
+def checked_url(url: str, source: str) -> str:
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
         raise InputError(source, f"{url!r} is not an http:// or https:// URL")
