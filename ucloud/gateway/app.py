@@ -17,6 +17,7 @@ from ucloud.errors import UcloudError
 from ucloud.gateway import (
     docs,
     openapi,
+    routes_accounts,
     routes_auth,
     routes_console,
     routes_files,
@@ -24,6 +25,7 @@ from ucloud.gateway import (
     routes_images,
     routes_networks,
     routes_orders,
+    routes_quotas,
     routes_users,
     routes_vms,
 )
@@ -40,6 +42,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
     return [
         *routes_auth.endpoints(gw),
         *routes_users.endpoints(gw),
+        *routes_accounts.endpoints(gw),
+        *routes_quotas.endpoints(gw),
         *routes_vms.endpoints(gw),
         *routes_console.endpoints(gw),
         *routes_networks.endpoints(gw),
