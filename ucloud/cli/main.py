@@ -21,6 +21,7 @@ _GROUPS = (
     "ucloud.cli.replay_cmd",
     "ucloud.cli.login_cmd",
     "ucloud.cli.user_cmd",
+    "ucloud.cli.quota_cmd",
     "ucloud.cli.key_cmd",
     "ucloud.cli.vm_cmd",
     "ucloud.cli.net_cmd",

@@ -24,7 +24,7 @@ from ucloud.errors import ConfigError, RateLimited, Unauthorized
 from ucloud.gateway import login, tokens
 from ucloud.projections.mirror import Mirror
 from ucloud.projections.ops import Delete, Put
-from ucloud.projections.views import identity
+from ucloud.projections.views import UserView, identity
 from ucloud.store import Guard, Store
 
 ADMIN_REALM = "admin"
@@ -189,8 +189,16 @@ class Auth:
             del self._verified[token]
             raise Unauthorized("token", "token expired")
         user = self.mirror.users.get(claims.sub)
-        if user is None or user.view.realm != claims.realm or identity(user.view) != claims.uid:
+        if user is None or user.view.realm != claims.realm or not _same_user(claims, user.view):
             raise Unauthorized("token", "unknown user")
         if user.view.disabled:
             raise Unauthorized("token", f"user {claims.sub} is disabled")
         return Principal(name=claims.sub, realm=claims.realm)
+
+
+def _same_user(claims: tokens.Claims, view: UserView) -> bool:
+    """Whether the token was issued to this user, not to a deleted one of the same name."""
+    if claims.uid:
+        return claims.uid == identity(view)
+    # a token without the identity: issued after the user was created, or not to it
+    return view.created_at is None or claims.iat >= int(view.created_at.timestamp())

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from ucloud import events as ev
 from ucloud import quotas
@@ -27,27 +28,28 @@ from ucloud.events.stored import Stored
 from ucloud.gateway.appending import Decision, decide_and_append
 from ucloud.gateway.http import Answer, Call, Endpoint
 from ucloud.gateway.routes_users import alive
-from ucloud.gateway.schemas import Request
+from ucloud.gateway.schemas import Request, UserName
 from ucloud.gateway.state import Gateway, envelope
 
 _BUSY = ("quota", "your quota kept changing; try again")
 # Many creates of one user at once: each conflict means another one got through, so a
 # create retries as long as there are others ahead of it (well past a burst's size).
 _ADMIT_RETRIES = 64
-_Setting = Annotated[int, msgspec.Meta(ge=-1, le=1 << 40)] | None
+# a whole number (JSON Schema's integer takes 5.0 as well as 5)
+_Setting = Annotated[float, msgspec.Meta(ge=-1, le=1 << 40, multiple_of=1)] | UnsetType
 
 
 class QuotaChange(Request, kw_only=True):
     """The limits to change; a field left out stays, 0 is unlimited, -1 the default."""
 
-    vms: _Setting = None
-    cores: _Setting = None
-    ram_mib: _Setting = None
-    ssd_mib: _Setting = None
-    hdd_mib: _Setting = None
-    networks: _Setting = None
-    ipv4: _Setting = None
-    dns_names: _Setting = None
+    vms: _Setting = UNSET
+    cores: _Setting = UNSET
+    ram_mib: _Setting = UNSET
+    ssd_mib: _Setting = UNSET
+    hdd_mib: _Setting = UNSET
+    networks: _Setting = UNSET
+    ipv4: _Setting = UNSET
+    dns_names: _Setting = UNSET
 
 
 class QuotaAnswer(msgspec.Struct, kw_only=True):
@@ -56,6 +58,10 @@ class QuotaAnswer(msgspec.Struct, kw_only=True):
     used: quotas.Amounts
     overrides: ev.QuotaLimits  # what the admin set; the rest are the configured defaults
     enforced: tuple[str, ...] = quotas.ENFORCED  # the others have no resource counting yet
+
+
+class QuotaPath(msgspec.Struct, kw_only=True):
+    user: UserName
 
 
 def used(gw: Gateway, user: str, ledger: quotas.Ledger, now: datetime) -> quotas.Amounts:
@@ -144,7 +150,10 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
     async def set_quota(call: Call) -> Answer:
         user = call.params["user"]
         body: QuotaChange = call.body
-        changes = ev.QuotaLimits(**msgspec.structs.asdict(body))
+        given = {
+            k: int(v) for k, v in msgspec.structs.asdict(body).items() if v is not UNSET
+        }
+        changes = ev.QuotaLimits(**given)
 
         def decide(events: list[Stored]) -> Decision[None]:
             if not alive(events):
@@ -167,12 +176,13 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         ),
         Endpoint(
             "GET", "/v1/quotas/{user}", show, "A user's limits and use (yours, or admin: any)",
-            answer=QuotaAnswer, errors=(401, 404),
+            answer=QuotaAnswer, errors=(400, 401, 404), params=QuotaPath,
         ),
         Endpoint(
             "PUT", "/v1/quotas/{user}", set_quota,
             "Override a user's limits (0: unlimited, -1: back to the configured default)",
             body=QuotaChange, answer=QuotaAnswer, access="admin", errors=(400, 401, 403, 404),
+            params=QuotaPath,
             description="IPv4 addresses and DNS names are limits without a resource that"
             " counts against them yet: they are kept and shown, not enforced.",
         ),
