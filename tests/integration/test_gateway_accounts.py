@@ -132,9 +132,11 @@ async def test_delete_is_refused_while_owning_and_cascade_deletes_it_all(gw: Run
     net = await gw.network("bob", "lan")
     as_bob, admin = gw.client(bob), gw.client(gw.admin)
     await as_bob.post("/v1/keys", json={"name": "k", "public_key": ED25519})
+    vms = []
     for name in ("a", "b"):
         made = await as_bob.post("/v1/vms", json={"name": name, **VM, "networks": [net]})
         assert made.status_code == 202, made.text
+        vms.append(made.json()["id"])
     before = await gw.last_seq()
     refused = await admin.delete("/v1/users/bob")
     assert refused.status_code == 409 and refused.json()["field"] == "name"
@@ -169,6 +171,8 @@ async def test_delete_is_refused_while_owning_and_cascade_deletes_it_all(gw: Run
     assert (await as_new.get("/v1/keys")).json() == []
     assert (await as_new.get("/v1/networks")).json() == []
     assert (await as_new.get("/v1/orders")).json() == []
+    assert (await as_new.get(f"/v1/vms/{vms[0]}/events")).status_code == 404  # old audit
+    assert (await admin.get(f"/v1/vms/{vms[0]}/events")).status_code == 200
     assert (await as_bob.get("/v1/me")).status_code == 401  # the old token stays refused
     # a user owning nothing is deleted without cascade
     assert (await admin.delete("/v1/users/bob")).status_code == 204

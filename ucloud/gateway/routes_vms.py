@@ -203,7 +203,9 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             lines = await audit_vm(gw.log, vm, owner=owner) if valid_token(vm) else []
         except NotFound:
             lines = []
-        if not lines:
+        user = mirror.users.get(call.principal.name)
+        since = user.view.created_at if user is not None and owner is not None else None
+        if not lines or (since is not None and lines[0].at < since):  # a deleted namesake's
             raise NotFound("id", f"no VM {ident}")
         return Answer(200, [
             AuditLine(
