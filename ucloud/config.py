@@ -102,6 +102,28 @@ class GatewayConfig(_Section):
     # Failed logins allowed per user and per source address within the window, then 429.
     login_failures: int = 5
     login_window_s: float = 60.0
+    # How long ``DELETE /v1/users/<name>?cascade=true`` waits for each kind of resource to go.
+    cascade_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+
+
+_Limit = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class QuotasConfig(_Section):
+    """Every user's default limits (0: unlimited); the admin overrides them per user.
+
+    ``ipv4`` and ``dns_names`` are declared for the resources that will count against them;
+    nothing enforces them yet.
+    """
+
+    vms: _Limit = 0
+    cores: _Limit = 0
+    ram_mib: _Limit = 0
+    ssd_mib: _Limit = 0
+    hdd_mib: _Limit = 0
+    networks: _Limit = 0
+    ipv4: _Limit = 0
+    dns_names: _Limit = 0
 
 
 class SchedulerConfig(_Section):
@@ -345,6 +367,7 @@ class Config(_Section):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     dns: DnsConfig = msgspec.field(default_factory=DnsConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    quotas: QuotasConfig = msgspec.field(default_factory=QuotasConfig)
 
     @property
     def paths(self) -> Paths:

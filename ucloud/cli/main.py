@@ -24,6 +24,7 @@ _GROUPS = (
     "ucloud.cli.remote_cmd",
     "ucloud.cli.completion_cmd",
     "ucloud.cli.user_cmd",
+    "ucloud.cli.quota_cmd",
     "ucloud.cli.key_cmd",
     "ucloud.cli.vm_cmd",
     "ucloud.cli.net_cmd",

@@ -26,8 +26,8 @@ from nats.js.errors import ServiceUnavailableError
 
 from ucloud.client.locate import add_server_options, server_config
 from ucloud.config import Config
-from ucloud.logsetup import add_log_option, configure
 from ucloud.eventlog import EventLog
+from ucloud.logsetup import add_log_option, configure
 from ucloud.metrics import ProcessMetrics, listening
 from ucloud.sdnotify import notify
 from ucloud.services import SERVICES, resolve

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import msgspec
 
-from ucloud.client.upfile import read_up
 from ucloud.client.remotes import CREDENTIALS_FILE, DEFAULT_REMOTE, login_path, write_private
+from ucloud.client.upfile import read_up
 from ucloud.errors import ConfigError, InputError, NotLoggedIn
 
 DEFAULT_URL = "http://[::1]:8080"

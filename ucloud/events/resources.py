@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+import msgspec
 
 from ucloud.events.base import Event
-from ucloud.events.types import Ipam, StoreKind
+from ucloud.events.types import Ipam, Resources, StoreKind
 
 
 class NetEvent(Event, frozen=True, kw_only=True):
@@ -139,6 +141,52 @@ class UserKeyRemoved(UserEvent, frozen=True, kw_only=True, tag="user.key_removed
     key: str
 
 
+class UserDisabled(UserEvent, frozen=True, kw_only=True, tag="user.disabled"):
+    """The user's tokens and logins are refused from now on; what it owns keeps running."""
+
+
+class UserEnabled(UserEvent, frozen=True, kw_only=True, tag="user.enabled"):
+    pass
+
+
+class UserTotpRotated(UserEvent, frozen=True, kw_only=True, tag="user.totp_rotated"):
+    """The user replaced its TOTP secret (the secret itself stays out of the log)."""
+
+
+class QuotaLimits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Per-user limits; a field left None takes the configured default (0: unlimited)."""
+
+    vms: int | None = None
+    cores: int | None = None
+    ram_mib: int | None = None
+    ssd_mib: int | None = None
+    hdd_mib: int | None = None
+    networks: int | None = None
+    ipv4: int | None = None
+    dns_names: int | None = None
+
+
+class UserQuotaSet(UserEvent, frozen=True, kw_only=True, tag="user.quota_set"):
+    """The admin's overrides of the user's limits, all of them (the last one counts)."""
+
+    limits: QuotaLimits = QuotaLimits()
+
+
+AdmittedKind = Literal["vm", "net"]
+
+
+class UserAdmitted(UserEvent, frozen=True, kw_only=True, tag="user.admitted"):
+    """A VM or network counted against the user's quota before its request is appended.
+
+    Appended with OCC on the user aggregate, so of concurrent creates only as many are
+    admitted as the quota has room for.
+    """
+
+    kind: AdmittedKind
+    resource: str  # the VM's or network's id
+    spec: Resources | None = None  # a VM's allocation
+
+
 RESOURCE_EVENTS = (
     NetRequested,
     NetCreated,
@@ -160,4 +208,9 @@ RESOURCE_EVENTS = (
     UserDeleted,
     UserKeyAdded,
     UserKeyRemoved,
+    UserDisabled,
+    UserEnabled,
+    UserTotpRotated,
+    UserQuotaSet,
+    UserAdmitted,
 )

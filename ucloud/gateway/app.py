@@ -18,6 +18,7 @@ from ucloud.errors import UcloudError
 from ucloud.gateway import (
     docs,
     openapi,
+    routes_accounts,
     routes_auth,
     routes_console,
     routes_dns,
@@ -27,6 +28,7 @@ from ucloud.gateway import (
     routes_invoice,
     routes_networks,
     routes_orders,
+    routes_quotas,
     routes_stream,
     routes_ui,
     routes_users,
@@ -45,6 +47,8 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
     return [
         *routes_auth.endpoints(gw),
         *routes_users.endpoints(gw),
+        *routes_accounts.endpoints(gw),
+        *routes_quotas.endpoints(gw),
         *routes_vms.endpoints(gw),
         *routes_dns.endpoints(gw),
         *routes_console.endpoints(gw),

@@ -24,6 +24,7 @@ from ucloud.errors import ConfigError, RateLimited, Unauthorized
 from ucloud.gateway import login, tokens
 from ucloud.projections.mirror import Mirror
 from ucloud.projections.ops import Delete, Put
+from ucloud.projections.views import UserView, identity
 from ucloud.store import Guard, Store
 
 ADMIN_REALM = "admin"
@@ -74,6 +75,15 @@ class Credentials:
 
     async def remove(self, name: str) -> None:
         await self.store.commit([Delete(self._user_key(name)), Delete(self._step_key(name))])
+
+    async def replace(self, name: str, old: UserSecret, secret: str) -> bool:
+        """Swap the user's secret for ``secret``; False when it is no longer ``old``."""
+        key = self._user_key(name)
+        current = await self.store.get(key)
+        if current is None or msgspec.json.decode(current, type=UserSecret) != old:
+            return False
+        value = msgspec.json.encode(UserSecret(secret=secret, realm=old.realm))
+        return await self.store.commit([Put(key, value)], [Guard(key, current)])
 
     async def advance(self, name: str, step: int) -> bool:
         """Record ``step`` as the last accepted one; False when it is not later (replay)."""
@@ -135,6 +145,21 @@ class Auth:
         wait = self.limiter.retry_after(keys, now)
         if wait > 0:
             raise RateLimited("otp", "too many failed attempts; try again later", math.ceil(wait))
+        record = await self.check_otp(name, realm, otp, now, keys)
+        user = self.mirror.users.get(name)
+        if user is not None and user.view.disabled:
+            raise Unauthorized("name", f"user {name} is disabled")
+        claims = tokens.Claims(
+            sub=name, realm=record.realm, iat=int(now), exp=int(now) + self.lifetime_s,
+            uid=identity(user.view) if user is not None else "",
+        )
+        return tokens.sign(self.key, claims), claims.exp
+
+    async def check_otp(
+        self, name: str, realm: str, otp: str, now: float, keys: list[str] | None = None
+    ) -> UserSecret:
+        """The user's record once ``otp`` is accepted for it (once); Unauthorized otherwise."""
+        keys = keys or [f"user:{name}"]
         record = await self.credentials.get(name)
         step = None if record is None else login.matching_step(record.secret, otp, now)
         if record is None or record.realm != realm or step is None:
@@ -144,8 +169,7 @@ class Auth:
             self.limiter.fail(keys, now)
             raise Unauthorized("otp", "this one-time password was already used; wait for the next")
         self.limiter.forget(keys[0])
-        claims = tokens.Claims(sub=name, realm=realm, iat=int(now), exp=int(now) + self.lifetime_s)
-        return tokens.sign(self.key, claims), claims.exp
+        return record
 
     def authenticate(self, header: str | None) -> Principal:
         """The principal of an ``Authorization: Bearer`` header; Unauthorized otherwise."""
@@ -165,6 +189,16 @@ class Auth:
             del self._verified[token]
             raise Unauthorized("token", "token expired")
         user = self.mirror.users.get(claims.sub)
-        if user is None or user.view.realm != claims.realm:
+        if user is None or user.view.realm != claims.realm or not _same_user(claims, user.view):
             raise Unauthorized("token", "unknown user")
+        if user.view.disabled:
+            raise Unauthorized("token", f"user {claims.sub} is disabled")
         return Principal(name=claims.sub, realm=claims.realm)
+
+
+def _same_user(claims: tokens.Claims, view: UserView) -> bool:
+    """Whether the token was issued to this user, not to a deleted one of the same name."""
+    if claims.uid:
+        return claims.uid == identity(view)
+    # a token without the identity: issued after the user was created, or not to it
+    return view.created_at is None or claims.iat >= int(view.created_at.timestamp())

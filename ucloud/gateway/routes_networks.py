@@ -1,6 +1,7 @@
 """Networks: create, list, show, delete.
 
-``POST /v1/networks {name, ipam}`` appends ``net.requested`` expecting an empty aggregate;
+``POST /v1/networks {name, ipam}`` admits the network on the user's quota
+(``routes_quotas.admit``), then appends ``net.requested`` expecting an empty aggregate;
 netalloc answers with ``net.created`` (VNI, /64) or ``net.failed``. Delete is refused while
 the network is still being created or while VMs are attached (the 409 names them);
 otherwise it appends ``net.delete_requested`` with OCC on the network, and netalloc
@@ -20,6 +21,7 @@ from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, deleted_later, raw_list
 from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.lookup import check_resource_name, owned
+from ucloud.gateway.routes_quotas import admit, check_admission
 from ucloud.gateway.schemas import Request, ResourceName
 from ucloud.gateway.state import Gateway, envelope
 from ucloud.projections.mirror import Entry
@@ -65,10 +67,12 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             return Answer(202, RawJson(named.raw))
         if named is not None:
             raise Refused("name", f"you already have a network named {body.name}")
+        admitted = await admit(gw, principal.name, "net", net, None, call.new_id("admission"))
         event = ev.NetRequested(
             **envelope(principal, call.new_id("request")), net=net, owner=principal.name,
             name=body.name, ipam=body.ipam,
         )
+        check_admission(admitted)
         seq = await gw.log.append(event, expected=0)
         await gw.settled(seq)
         return Answer(202, _raw(mirror.nets.get(net), net))

@@ -26,6 +26,7 @@ from typing import Any
 
 from ucloud import events as ev
 from ucloud.errors import NotFound
+from ucloud.gateway.auth import Principal
 from ucloud.gateway.http import Answer, Call, Endpoint, RawJson, raw_list
 from ucloud.gateway.schemas import QuoteAnswer, QuoteLine, QuoteRequest
 from ucloud.gateway.spec import VmSpec, read_spec
@@ -42,15 +43,25 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         spec = read_spec(mirror, call.principal, call.body, ready=False)
         return Answer(200, quote_answer(price(gw, spec)))
 
+    def yours(principal: Principal, order: OrderView) -> bool:
+        """Admins see all; a user her orders, not those of a deleted user of her name."""
+        if principal.admin:
+            return True
+        user = mirror.users.get(principal.name)
+        since = user.view.created_at if user is not None else None
+        placed = order.placed_at
+        return order.owner == principal.name and (not since or not placed or placed >= since)
+
     async def list_orders(call: Call) -> Answer:
         principal = call.principal
         entries = mirror.orders.all() if principal.admin else mirror.orders.of_owner(principal.name)
-        return Answer(200, raw_list([e.raw for e in sorted(entries, key=lambda e: e.view.id)]))
+        mine = [e for e in entries if yours(principal, e.view)]
+        return Answer(200, raw_list([e.raw for e in sorted(mine, key=lambda e: e.view.id)]))
 
     async def show(call: Call) -> Answer:
         ident = call.params["id"]
         entry = mirror.orders.get(ident)
-        if entry is None or not call.principal.sees(entry.view.owner):
+        if entry is None or not yours(call.principal, entry.view):
             raise NotFound("id", f"no order {ident}")
         return Answer(200, RawJson(entry.raw))
 

@@ -1,7 +1,8 @@
 """Users (admin realm) and each user's SSH keys.
 
 Creating a user stores its TOTP secret first, guarded on the user having none, then appends
-``user.created`` expecting an empty aggregate: of two concurrent creations exactly one
+``user.created`` expecting an empty aggregate (or one that ends in ``user.deleted``: a
+name may be taken again once its user is gone): of two concurrent creations exactly one
 wins, and a name that already exists is a 409 that changes nothing. Key changes append to
 the user aggregate with OCC on its last sequence, deciding on the keys folded from the log.
 """
@@ -49,7 +50,11 @@ async def create_user(
         raise Refused("name", f"user {name} already exists")
     event = ev.UserCreated(**envelope(actor, request), user=name, realm=realm)
     try:
-        seq = await gw.log.append(event, expected=0)
+        # a name taken again after ``user.deleted``: the aggregate goes on from there
+        events, last = await gw.log.load("user", name)
+        if alive(events):
+            raise ConflictError(f"user.{name}", last, "the user exists")
+        seq = await gw.log.append(event, expected=last)
     except ConflictError as exc:
         await gw.credentials.remove(name)
         raise Refused("name", f"user {name} already exists") from exc
@@ -61,12 +66,25 @@ async def create_user(
     return secret
 
 
+def alive(events: list[Stored]) -> bool:
+    """Whether the user aggregate's last ``user.created`` has no ``user.deleted`` after it."""
+    state = False
+    for stored in events:
+        if isinstance(stored.event, ev.UserCreated):
+            state = True
+        elif isinstance(stored.event, ev.UserDeleted):
+            state = False
+    return state
+
+
 def current_keys(events: list[Stored]) -> dict[str, ev.UserKeyAdded]:
     """The user's keys by id, folded from the user aggregate's events."""
     keys: dict[str, ev.UserKeyAdded] = {}
     for stored in events:
         event = stored.event
-        if isinstance(event, ev.UserKeyAdded):
+        if isinstance(event, ev.UserCreated | ev.UserDeleted):
+            keys = {}  # a user made again under a deleted one's name starts without keys
+        elif isinstance(event, ev.UserKeyAdded):
             keys[event.key] = event
         elif isinstance(event, ev.UserKeyRemoved):
             keys.pop(event.key, None)

@@ -1,7 +1,8 @@
 """VMs: create, list, show, start, stop, migrate, delete, and their audit trail.
 
 Create checks everything before it appends anything: name, the spec (sizes, image,
-networks: ``spec.read_spec``, as a quote reads them), keys.
+networks: ``spec.read_spec``, as a quote reads them), keys, the user's quota (which admits
+the VM on the user aggregate: ``routes_quotas.admit``).
 It assigns the MACs (locally administered unicast, unique against ``idx/mac``), appends
 ``vm.requested`` expecting an empty aggregate, and answers once the projection shows the
 VM. With ``order: true`` it appends the VM's ``order.placed`` first (``routes_orders``).
@@ -29,6 +30,7 @@ from ucloud.gateway.http import Answer, Call, Endpoint, Handler, RawJson, delete
 from ucloud.gateway.idempotency import idempotent
 from ucloud.gateway.lookup import check_resource_name, owned
 from ucloud.gateway.routes_orders import draft_order
+from ucloud.gateway.routes_quotas import admit, check_admission
 from ucloud.gateway.routes_users import own_keys
 from ucloud.gateway.schemas import AuditLine, VmCreate, VmMigrate
 from ucloud.gateway.spec import read_spec
@@ -110,6 +112,9 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
         user_data = None
         if body.user_data is not None:
             user_data = encode_user_data(body.user_data, gw.config.metadata.max_user_data_bytes)
+        admitted = await admit(
+            gw, principal.name, "vm", vm, spec.resources, call.new_id("admission")
+        )
         macs = await assign_macs(len(networks))
         head = envelope(principal, call.new_id("request"))
         order = None
@@ -126,6 +131,7 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             order=order.order if order else "",
             nics=tuple(ev.Nic(network=n, mac=m) for n, m in zip(networks, macs, strict=True)),
         )
+        check_admission(admitted)
         seq = await gw.log.append(event, expected=0)
         await gw.settled(seq)
         return Answer(202, _raw(mirror.vms.get(vm), vm))
@@ -197,7 +203,9 @@ def endpoints(gw: Gateway) -> list[Endpoint]:
             lines = await audit_vm(gw.log, vm, owner=owner) if valid_token(vm) else []
         except NotFound:
             lines = []
-        if not lines:
+        user = mirror.users.get(call.principal.name)
+        since = user.view.created_at if user is not None and owner is not None else None
+        if not lines or (since is not None and lines[0].at < since):  # a deleted namesake's
             raise NotFound("id", f"no VM {ident}")
         return Answer(200, [
             AuditLine(

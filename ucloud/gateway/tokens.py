@@ -23,6 +23,7 @@ class Claims(msgspec.Struct, frozen=True, kw_only=True):
     realm: str
     iat: int  # issued at, unix seconds
     exp: int  # expires at, unix seconds
+    uid: str = ""  # the user's identity (``views.identity``): which user of that name
 
 
 _encoder = msgspec.json.Encoder()

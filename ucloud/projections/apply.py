@@ -411,7 +411,7 @@ def _file_deleted(state: State, e: ev.FileDeleted) -> list[Change]:
 def _user_created(state: State, e: ev.UserCreated) -> list[Change]:
     if _get(state, user_key(e.user), UserView) is not None:
         return []
-    return [(user_key(e.user), UserView(name=e.user, realm=e.realm, created_at=e.at))]
+    return [(user_key(e.user), UserView(name=e.user, realm=e.realm, keys=(), created_at=e.at))]
 
 
 @_on(ev.UserDeleted)
@@ -438,6 +438,23 @@ def _user_key_removed(state: State, e: ev.UserKeyRemoved) -> list[Change]:
         return []
     keys = tuple(k for k in view.keys if k.id != e.key)
     return [(user_key(e.user), msgspec.structs.replace(view, keys=keys))]
+
+
+@_on(ev.UserDisabled, ev.UserEnabled)
+def _user_disabled(state: State, e: ev.UserEvent) -> list[Change]:
+    view: UserView | None = _get(state, user_key(e.user), UserView)
+    disabled = isinstance(e, ev.UserDisabled)
+    if view is None or view.disabled == disabled:
+        return []
+    return [(user_key(e.user), msgspec.structs.replace(view, disabled=disabled))]
+
+
+@_on(ev.UserQuotaSet)
+def _user_quota_set(state: State, e: ev.UserQuotaSet) -> list[Change]:
+    view: UserView | None = _get(state, user_key(e.user), UserView)
+    if view is None or (view.quota or ev.QuotaLimits()) == e.limits:
+        return []
+    return [(user_key(e.user), msgspec.structs.replace(view, quota=e.limits))]
 
 
 # --- orders -----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Literal
 
 import msgspec
 
+from ucloud.events.resources import QuotaLimits
 from ucloud.events.types import Ipam, Nic, Resources, RestartPolicy, StoreKind
 from ucloud.lifecycle import Shown
 
@@ -131,11 +132,20 @@ class KeyView(msgspec.Struct, frozen=True, kw_only=True):
     public_key: str
 
 
-class UserView(msgspec.Struct, frozen=True, kw_only=True):
+class UserView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    # omit_defaults: views of users that were never disabled nor given a quota are stored
+    # as before those fields existed (keys is required so that it is always stored)
     name: str
     realm: str
-    keys: tuple[KeyView, ...] = ()
-    created_at: datetime | None = None
+    keys: tuple[KeyView, ...]
+    created_at: datetime | None = None  # also the user's identity: see ``identity``
+    disabled: bool = False  # tokens and logins refused; what it owns keeps running
+    quota: QuotaLimits | None = None  # the admin's overrides of the configured limits
+
+
+def identity(view: UserView) -> str:
+    """What tells a user from an earlier one of the same name (deleted): its creation time."""
+    return view.created_at.isoformat() if view.created_at is not None else ""
 
 
 class OrderLineView(msgspec.Struct, frozen=True, kw_only=True):
@@ -289,6 +299,7 @@ __all__ = [
     "decode_value",
     "encode_value",
     "file_key",
+    "identity",
     "host_key",
     "image_key",
     "is_projected",

@@ -93,7 +93,7 @@ UPLOADED = ev.FileUploaded(**env(0), file="f1", owner="alice", name="deb.raw", s
 FILE = FileView(id="f1", owner="alice", name="deb.raw", size=10, sha256="ab", uploaded_at=T0)
 USER_CREATED = ev.UserCreated(**env(0), user="alice", realm="users")
 KEY = KeyView(id="k1", name="laptop", public_key="ssh-ed25519 AAAA")
-USER = UserView(name="alice", realm="users", created_at=T0)
+USER = UserView(name="alice", realm="users", keys=(), created_at=T0)
 KEY_ADDED = ev.UserKeyAdded(**env(1), user="alice", key="k1", name="laptop",
                             public_key="ssh-ed25519 AAAA")
 
@@ -251,6 +251,23 @@ CASES = [
     Case("user deleted", [USER_CREATED, KEY_ADDED], ev.UserDeleted(**env(2), user="alice"),
          {"user/alice": None}),
     Case("keys of an unknown user change nothing", [], KEY_ADDED, {}),
+    Case("user disabled", [USER_CREATED], ev.UserDisabled(**env(1), user="alice"),
+         {"user/alice": msgspec.structs.replace(USER, disabled=True)}),
+    Case("disabling a disabled user changes nothing",
+         [USER_CREATED, ev.UserDisabled(**env(1), user="alice")],
+         ev.UserDisabled(**env(2), user="alice"), {}),
+    Case("user enabled", [USER_CREATED, ev.UserDisabled(**env(1), user="alice")],
+         ev.UserEnabled(**env(2), user="alice"), {"user/alice": USER}),
+    Case("quota set", [USER_CREATED],
+         ev.UserQuotaSet(**env(1), user="alice", limits=ev.QuotaLimits(vms=3)),
+         {"user/alice": msgspec.structs.replace(USER, quota=ev.QuotaLimits(vms=3))}),
+    Case("an admission changes no view", [USER_CREATED],
+         ev.UserAdmitted(**env(1), user="alice", kind="net", resource="n1"), {}),
+    Case("a user made again under a deleted name starts afresh",
+         [USER_CREATED, KEY_ADDED, ev.UserDisabled(**env(2), user="alice"),
+          ev.UserDeleted(**env(3), user="alice")],
+         ev.UserCreated(**env(4), user="alice", realm="users"),
+         {"user/alice": UserView(name="alice", realm="users", keys=(), created_at=env(4)["at"])}),
 ]
 
 
