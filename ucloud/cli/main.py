@@ -29,6 +29,7 @@ _GROUPS = (
     "ucloud.cli.host_cmd",
     "ucloud.cli.up_cmd",
     "ucloud.cli.down_cmd",
+    "ucloud.cli.doctor_cmd",
     "ucloud.cli.serve_cmd",
     "ucloud.cli.events_cmd",
     "ucloud.cli.image_cmd",
