@@ -31,6 +31,8 @@ _GROUPS = (
     "ucloud.cli.order_cmd",
     "ucloud.cli.host_cmd",
     "ucloud.cli.up_cmd",
+    "ucloud.cli.down_cmd",
+    "ucloud.cli.doctor_cmd",
     "ucloud.cli.serve_cmd",
     "ucloud.cli.events_cmd",
     "ucloud.cli.image_cmd",

@@ -12,6 +12,7 @@ _VERBS: tuple[str, ...] = (
     "ucloud.cli.replay_rebuild",
     "ucloud.cli.replay_audit",
     "ucloud.cli.replay_billing",
+    "ucloud.cli.replay_state",
 )
 
 
