@@ -34,7 +34,8 @@ from typing import Any
 from ucloud import config as config_mod
 from ucloud.cli.main import run_async
 from ucloud.cli.up_cmd import LOCK_FILE, SETTINGS_FILE, hold_lock, stop_leftovers
-from ucloud.client.locate import UP_FILE, default_data_dir, read_up
+from ucloud.client.locate import default_data_dir
+from ucloud.client.upfile import UP_FILE, read_up
 from ucloud.config import Config
 from ucloud.errors import ExitCode, UcloudError
 from ucloud.hostd import antispoof
