@@ -20,7 +20,7 @@ from ucloud import events as ev
 from ucloud.cli.events_cmd import render, tail_events
 from ucloud.cli.main import build_parser
 from ucloud.config import Config
-from ucloud.errors import InputError, LogError
+from ucloud.errors import LogError, NotFound, Unreachable
 from ucloud.eventlog import EventLog, Record
 from ucloud.ids import new_id
 from ucloud.servers import free_port
@@ -133,14 +133,21 @@ async def test_tail_filters_by_aggregate_id_and_sequence(
 async def test_tail_refuses_a_bad_id_and_a_missing_stream(
     config: Config, config_file: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(InputError, match="not a valid subject token"):
-        await tail(config_file, "--id", "a.b")
     with pytest.raises(LogError, match=f"no stream {config.nats.stream}"):
         await tail(config_file)  # nothing was appended: the stream does not exist
+    with pytest.raises(LogError, match=f"no stream {config.nats.stream}"):
+        await tail(config_file, "--id", "a.b")  # said before any id or name is looked up
     nowhere = tmp_path / "nowhere.toml"
     nowhere.write_text(f'[nats]\nurl = "nats://127.0.0.1:{free_port()}"\n')
-    with pytest.raises(LogError, match="cannot reach NATS at nats://127.0.0.1:"):
+    with pytest.raises(Unreachable, match="cannot reach NATS at nats://127.0.0.1:"):
         await tail(nowhere)
+    log = await EventLog.connect(config.nats)
+    try:
+        await log.ensure_stream()
+    finally:
+        await log.close()
+    with pytest.raises(NotFound, match="no id or name a.b in the log"):
+        await tail(config_file, "--id", "a.b")
 
 
 async def test_follow_prints_new_events_until_interrupted(

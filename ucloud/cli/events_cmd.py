@@ -141,18 +141,18 @@ async def tail_events(args: argparse.Namespace, out: TextIO | None = None) -> in
     await reachable(config.nats.url)
     event_log = await EventLog.connect(config.nats, name="ucloud-events-tail")
     try:
-        aggregate, ident = args.aggregate, args.id
-        if ident is not None and aggregate is not None:
-            ident = await resolve(event_log, aggregate, ident, "--id")
-        elif ident is not None:
-            aggregate, ident = await resolve_any(event_log, ident, "--id")
-        wanted = event_filter(aggregate, ident)
         try:
             last = await event_log.last_sequence()
         except NotFoundError as exc:
             raise LogError(
                 f"no stream {config.nats.stream} at {config.nats.url}: nothing was appended yet"
             ) from exc
+        aggregate, ident = args.aggregate, args.id
+        if ident is not None and aggregate is not None:
+            ident = await resolve(event_log, aggregate, ident, "--id")
+        elif ident is not None:
+            aggregate, ident = await resolve_any(event_log, ident, "--id")
+        wanted = event_filter(aggregate, ident)
         with stop_on_signals() as stop:
             printing = asyncio.create_task(_print(event_log, args, wanted, last, out))
             stopping = asyncio.create_task(stop.wait())
