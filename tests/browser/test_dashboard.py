@@ -25,6 +25,7 @@ from tests.capabilities import CHROMIUM
 from tests.integration.gateway_harness import User
 from tests.integration.hostd_harness import Cloud, built, import_image, running_cloud
 from ucloud.config import Config
+from ucloud.imagebuild.tiny import UP_LINE
 
 pytestmark = [pytest.mark.browser, pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 
@@ -58,6 +59,25 @@ async def shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     print(f"screenshot {SHOTS / name}.png")
+
+
+async def drawn(page: Any, canvas: str, timeout_s: float = 60) -> bool:
+    """Whether the canvas shows more than one colour within ``timeout_s``."""
+    script = """(selector) => {
+        const c = document.querySelector(selector);
+        if (!c || !c.width || !c.height) return 0;
+        const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        const seen = new Set();
+        for (let i = 0; i < data.length && seen.size < 2; i += 4 * 97) {
+            seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+        }
+        return seen.size;
+    }"""
+    for _ in range(int(timeout_s * 2)):
+        if await page.evaluate(script, canvas) > 1:
+            return True
+        await page.wait_for_timeout(500)
+    return False
 
 
 async def accept(dialog: Any) -> None:
@@ -118,6 +138,32 @@ async def test_a_user_creates_watches_and_deletes_a_vm(cloud: Cloud, browser: An
     audit = await page.text_content("#audit") or ""
     assert "vm.requested" in audit and "vm.started" in audit, audit
     await shot(page, "04-vm-details")
+
+    # the serial console: type into the guest's shell, read its answer in the terminal
+    vm = (await cloud.client().get("/v1/vms/web1")).json()["id"]
+    await cloud.wait_console(vm, UP_LINE, timeout=120)
+    await page.click("#consoles button:has-text('Serial console')")
+    await page.wait_for_selector("#consoles .console-state:text('connected')")
+    await page.click("#consoles .terminal")
+    await page.keyboard.type("echo hi-$((41+1))\n")
+    await page.wait_for_selector("#consoles .terminal :text('hi-42')", timeout=WAIT_MS)
+    await shot(page, "04b-serial-console")
+    # the screen: noVNC draws the guest's VGA text on its canvas, not one flat colour
+    await page.click("#consoles button:has-text('Screen (VNC)')")
+    await page.wait_for_selector("#consoles .console-state:text('connected')")
+    assert await drawn(page, "#consoles .screen canvas"), "the VNC canvas is one colour"
+    await shot(page, "04c-vnc-console")
+    # what `ucloud vm vnc` prints: the screen by a ticket of the URL, no login needed
+    granted = (await cloud.client().post(f"/v1/vms/{vm}/console-tickets",
+                                         json={"kind": "vnc"})).json()  # fmt: skip
+    viewer = await (await browser.new_context()).new_page()
+    await viewer.goto(f"{cloud.gw.url}/ui/vnc?vm={vm}&ticket={granted['ticket']}")
+    await viewer.wait_for_selector(".console-state:text('connected')")
+    assert await drawn(viewer, ".screen canvas")
+    await viewer.reload()  # a used ticket opens nothing
+    await viewer.wait_for_selector(".console-state:not(:text('connecting'))")
+    assert "connected" != (await viewer.text_content(".console-state") or "").strip()
+    await viewer.context.close()
 
     await page.set_viewport_size({"width": 390, "height": 844})
     await page.goto(cloud.gw.url + "/ui/#/vms")

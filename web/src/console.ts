@@ -1,35 +1,47 @@
 // A VM's two consoles, in tabs: the serial console in a terminal (@xterm/xterm) and the
-// screen over VNC (@novnc/novnc). Both are WebSockets to the gateway at
-// /v1/vms/{id}/console?kind=serial|vnc; the socket carries the bearer token as its
-// subprotocol ("bearer.<token>"), so it never appears in a URL. The backend of these
-// sockets is the console service's; this component only opens them and shows what
-// they carry (and says so plainly when the gateway refuses or does not offer them).
-// xterm and noVNC load only when a tab is opened.
+// screen over VNC (@novnc/novnc). Each tab first asks the gateway for a console ticket
+// (POST /v1/vms/{id}/console-tickets {kind}, with the session's bearer token): a short-lived,
+// single-use ticket bound to the user and the VM; the WebSocket then goes to the path the
+// ticket names (/v1/vms/{id}/console/{kind}?ticket=...), so the token itself never appears
+// in a URL. `ucloud vm vnc` prints /ui/vnc?vm=...&ticket=..., which `vncPage` shows with
+// the ticket it carries. xterm and noVNC load only when a console opens.
 
-import { loadSession } from "./api";
+import { post } from "./api";
 import { clear, h } from "./dom";
 
-export function consoleUrl(vm: string, kind: "serial" | "vnc"): string {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/v1/vms/${encodeURIComponent(vm)}/console?kind=${kind}`;
+type Kind = "serial" | "vnc";
+
+interface Ticket {
+  ticket: string;
+  path: string;
 }
 
-export function consoleProtocols(): string[] {
-  const s = loadSession();
-  return s ? [`bearer.${s.token}`] : [];
+export function socketUrl(path: string): string {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${path}`;
+}
+
+export function ticketPath(vm: string, kind: Kind, ticket: string): string {
+  const id = encodeURIComponent(vm);
+  return `/v1/vms/${id}/console/${kind}?ticket=${encodeURIComponent(ticket)}`;
+}
+
+async function ticketFor(vm: string, kind: Kind): Promise<string> {
+  const granted = await post<Ticket>(`/v1/vms/${encodeURIComponent(vm)}/console-tickets`, { kind });
+  return socketUrl(granted.path);
 }
 
 interface Tab {
   close(): void;
 }
 
-async function serial(vm: string, pane: HTMLElement, state: HTMLElement): Promise<Tab> {
+async function serial(url: string, pane: HTMLElement, state: HTMLElement): Promise<Tab> {
   const { Terminal } = await import("@xterm/xterm");
   const term = new Terminal({ convertEol: true, cursorBlink: true, fontSize: 13, rows: 24 });
   const box = h("div", { class: "terminal" });
   pane.append(box);
   term.open(box);
-  const ws = new WebSocket(consoleUrl(vm, "serial"), consoleProtocols());
+  const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   ws.onopen = () => (state.textContent = "connected");
   ws.onclose = (e) => (state.textContent = `closed${e.reason ? `: ${e.reason}` : ""} (code ${e.code})`);
@@ -45,11 +57,11 @@ async function serial(vm: string, pane: HTMLElement, state: HTMLElement): Promis
   };
 }
 
-async function vnc(vm: string, pane: HTMLElement, state: HTMLElement): Promise<Tab> {
+async function vnc(url: string, pane: HTMLElement, state: HTMLElement): Promise<Tab> {
   const { default: RFB } = await import("@novnc/novnc");
   const screen = h("div", { class: "screen" });
   pane.append(screen);
-  const rfb = new RFB(screen, consoleUrl(vm, "vnc"), { wsProtocols: consoleProtocols() });
+  const rfb = new RFB(screen, url, { wsProtocols: ["binary"] });
   rfb.scaleViewport = true;
   rfb.addEventListener("connect", () => (state.textContent = "connected"));
   rfb.addEventListener("disconnect", (e: Event) => {
@@ -64,7 +76,7 @@ export function consoleTabs(vm: string): { el: HTMLElement; close(): void } {
   const state = h("span", { class: "muted console-state" });
   let current: Tab | null = null;
   let generation = 0;
-  const openTab = async (kind: "serial" | "vnc", button: HTMLElement) => {
+  const openTab = async (kind: Kind, button: HTMLElement) => {
     generation++;
     const mine = generation;
     current?.close();
@@ -73,7 +85,8 @@ export function consoleTabs(vm: string): { el: HTMLElement; close(): void } {
     el.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b === button));
     state.textContent = "connecting…";
     try {
-      const tab = await (kind === "serial" ? serial : vnc)(vm, pane, state);
+      const url = await ticketFor(vm, kind);
+      const tab = await (kind === "serial" ? serial : vnc)(url, pane, state);
       if (mine !== generation) tab.close();
       else current = tab;
     } catch (e) {
@@ -91,4 +104,15 @@ export function consoleTabs(vm: string): { el: HTMLElement; close(): void } {
       current?.close();
     },
   };
+}
+
+// The page /ui/vnc?vm=<id>&ticket=<t> (what `ucloud vm vnc` prints): the VM's screen, with
+// the ticket of the URL; no login needed, the ticket is the permission (once).
+export function vncPage(root: HTMLElement, vm: string, ticket: string): void {
+  const state = h("span", { class: "muted console-state" }, "connecting…");
+  const pane = h("div", { class: "console-pane" });
+  clear(root, h("main", { id: "page" }, h("h1", {}, `Screen of ${vm}`), state, pane));
+  void vnc(socketUrl(ticketPath(vm, "vnc", ticket)), pane, state).catch(
+    (e) => (state.textContent = `cannot open the console: ${String(e)}`),
+  );
 }

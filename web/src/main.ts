@@ -15,6 +15,7 @@ import { orders } from "./pages/orders";
 import { hosts } from "./pages/hosts";
 import { users } from "./pages/users";
 import { eventLog } from "./pages/log";
+import { vncPage } from "./console";
 
 export type Page = (root: HTMLElement, params: string[], session: Session) => (() => void) | void;
 
@@ -87,6 +88,10 @@ function expiry(s: Session): string {
 }
 
 function start(): void {
+  const query = new URLSearchParams(location.search);
+  if (location.pathname === "/ui/vnc" && query.get("vm") && query.get("ticket")) {
+    return vncPage(app, query.get("vm")!, query.get("ticket")!);
+  }
   const session = loadSession();
   if (!session) return showLogin();
   store.open(() => logout("your token expired; log in again"));
