@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ucloud.store import Store
 
 log = logging.getLogger(__name__)
+
+SAY_EVERY_S = 60.0  # while etcd stays away: one line a minute, with how many were held back
 
 
 def alive_prefix(prefix: str) -> str:
@@ -39,14 +42,25 @@ class HostLease:
         death."""
         if not self.lease:
             await self.acquire()
+        said, held = float("-inf"), 0
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
                 if not await self.store.refresh(self.lease):
                     log.warning("liveness lease of %s had expired; taking a new one", self.host)
                     await self.acquire()
+                if said != float("-inf"):
+                    log.info("liveness of %s: renewed again", self.host)
+                said, held = float("-inf"), 0
             except Exception as exc:  # etcd away: keep trying, the lease may still hold
-                log.warning("liveness of %s: cannot renew (%r); retrying", self.host, exc)
+                now = time.monotonic()
+                if now - said < SAY_EVERY_S:
+                    held += 1
+                    continue
+                more = f" ({held} more since)" if held else ""
+                log.warning("liveness of %s: cannot renew (%s); retrying every %gs%s",
+                            self.host, exc, self.ttl / 3, more)  # fmt: skip
+                said, held = now, 0
 
 
 async def keep_alive(store: Store, prefix: str, host_id: str, ttl: int) -> None:
