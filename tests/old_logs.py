@@ -16,6 +16,7 @@ from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
 LOGS = sorted(DATA.glob("log-*.jsonl"))
+FIRST = DATA / "log-2026-12.jsonl"  # the first log kept: every event type of its day
 CHECKPOINT = "_checkpoint/"
 
 

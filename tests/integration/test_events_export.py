@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_events_tail import requested, scheduled
-from tests.old_logs import LOGS, read_log
+from tests.old_logs import FIRST, read_log
 from ucloud.cli.events_cmd import export_events, import_events
 from ucloud.cli.main import build_parser
 from ucloud.config import Config, NatsConfig
@@ -43,7 +43,7 @@ async def test_an_old_log_imported_elsewhere_exports_as_it_was(
 ) -> None:
     assert config.nats.subject_root != "ucloud.evt"  # another root than the log was made under
     file = config_file(config, tmp_path / "ucloud.toml")
-    log = LOGS[0]
+    log = FIRST
     args = build_parser().parse_args(["--config", str(file), "events", "import", str(log)])
     said = io.StringIO()
     began = datetime.now(UTC)

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 import tomli_w
 
-from tests.old_logs import LOGS, read_log
+from tests.old_logs import FIRST, read_log
 from ucloud.config import Config
 from ucloud.eventlog import EventLog
 from ucloud.events import Event, decode
@@ -48,7 +48,7 @@ async def test_state_at_and_diff_between_chosen_times(
     # the old log's first events, each appended a minute after the one before
     events: list[Event] = [
         msgspec.structs.replace(decode(line.data), at=BASE + timedelta(minutes=i))
-        for i, line in enumerate(read_log(LOGS[0])[:80])
+        for i, line in enumerate(read_log(FIRST)[:80])
     ]
     for event in events:
         await event_log.append(event)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.old_logs import LOGS, read_log
+from tests.old_logs import FIRST, read_log
 from tests.unit.test_old_log import fold
 from ucloud.cli.replay_state import render_diff, render_state
 from ucloud.events import Event, decode
@@ -12,7 +12,7 @@ from ucloud.replay.state import StateAt, StateDiff
 
 
 def _events() -> list[Event]:
-    return [decode(line.data) for line in read_log(LOGS[0])]
+    return [decode(line.data) for line in read_log(FIRST)]
 
 
 def _at(events: list[Event], index: int) -> StateAt:
