@@ -9,7 +9,8 @@ A logged-in POST carries a fresh ``Idempotency-Key`` and is retried with the sam
 bounded number of times with growing pauses (``RETRY_DELAYS_S``), when the connection
 failed or the gateway (or a proxy) answered 502, 503 or 504, or said the first request
 with the key is still in progress: the gateway answers a retry with the first answer, so
-a create whose answer was lost makes one resource, not two. Each retry is one line for
+a create whose answer was lost makes one resource, not two. A DELETE is retried the same
+way (asked twice, it deletes once). Each retry is one line for
 people (``retrying in 1s: connection refused``); the last failure is raised as it was.
 """
 
@@ -103,10 +104,19 @@ class GatewayClient:
         body = body if body is not None else {}
         if not self._authenticated:  # a key belongs to a user; a login is not retried
             return self.request("POST", url_path, body)
-        headers = {IDEMPOTENCY_KEY: str(uuid.uuid4())}
+        return self._retrying("POST", url_path, body, {IDEMPOTENCY_KEY: str(uuid.uuid4())})
+
+    def delete(self, url_path: str) -> Any:
+        """DELETE, retried as a keyed POST is (a delete asked twice deletes once)."""
+        return self._retrying("DELETE", url_path)
+
+    def _retrying(
+        self, method: str, url_path: str, body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:  # fmt: skip
         for delay in self.retry_delays:
             try:
-                return self.request("POST", url_path, body, headers=headers)
+                return self.request(method, url_path, body, headers=headers)
             except (Unreachable, ApiError) as exc:
                 reason = retry_reason(exc)
                 if reason is None:
@@ -115,10 +125,7 @@ class GatewayClient:
                     delay = max(delay, exc.retry_after_s)
                 self.report(f"retrying in {delay:g}s: {reason}")
                 self.sleep(delay)
-        return self.request("POST", url_path, body, headers=headers)
-
-    def delete(self, url_path: str) -> Any:
-        return self.request("DELETE", url_path)
+        return self.request(method, url_path, body, headers=headers)
 
     def request(
         self,

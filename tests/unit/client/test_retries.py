@@ -104,3 +104,11 @@ def test_each_create_has_its_own_key_and_a_login_has_none() -> None:
     with anonymous.client(token=None) as gateway, pytest.raises(ApiError):
         gateway.post("/v1/auth/token", {"otp": "1"})  # a one-time password is not sent twice
     assert anonymous.keys == [None] and anonymous.reports == []
+
+
+def test_a_delete_is_retried_through_an_unavailable_backend() -> None:
+    script = Script(status(503, reason="backend unavailable, try again"), made)
+    with script.client() as gateway:
+        assert gateway.delete("/v1/vms/web") == {"id": "vm1"}
+    assert [r.method for r in script.seen] == ["DELETE", "DELETE"]
+    assert script.reports == ["retrying in 1s: HTTP 503: backend unavailable, try again"]
