@@ -17,6 +17,7 @@ import pytest
 
 from tests.capabilities import missing
 from tests.integration.gateway_harness import Running, User, gateway_config, running_gateway, system
+from tests.namespace_cloud import cancelled
 from ucloud import events as ev
 from ucloud.cli.up_cmd import embedded_knot
 from ucloud.config import Config
@@ -61,9 +62,7 @@ async def dns_running(gw: Running) -> AsyncIterator[asyncio.Task[None]]:
     try:
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancelled(task)
 
 
 def dig(config: Config, *query: str) -> str:
