@@ -13,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.gateway_harness import User, system
-from tests.integration.hostd_harness import built
+from tests.integration.gateway_harness import User
 from tests.multihost import (
     Cluster,
     Host,
@@ -32,11 +29,10 @@ from tests.multihost import (
     running_cluster,
     send_router_advert,
 )
-from ucloud import events as ev
+from tests.namespace_cloud import shared_tiny
 from ucloud.hostd.network import bridge_name, router_address, vxlan_name
 from ucloud.hostd.plumbing import NicPlan
 from ucloud.ids import new_id
-from ucloud.images.store import FsStore
 from ucloud.net_addr import eui64, link_local
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.timeout(600)]
@@ -82,22 +78,7 @@ async def alice(cluster: Cluster) -> User:
 @pytest.fixture(scope="module")
 async def tiny(cluster: Cluster) -> str:
     """The tiny guest image, public, in the store every host reads."""
-    qcow2 = await asyncio.to_thread(built, "tiny")
-    image = new_id()
-    raw = Path(cluster.config.data_dir) / f"{image}.raw.tmp"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(
-        subprocess.run, ["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True
-    )
-    store = FsStore(cluster.config.paths.images, cluster.config.paths.disks)
-    size = await asyncio.to_thread(store.import_raw, image, raw)
-    raw.unlink(missing_ok=True)
-    await cluster.gw.append(
-        ev.ImageRequested(**system(), image=image, owner="admin", name="tiny", file=new_id(),
-                          public=True),
-        ev.ImageCreated(**system(), image=image, size=size, checksum="0"),
-    )
-    return image
+    return await shared_tiny(cluster)
 
 
 async def network(cluster: Cluster, user: User, name: str, ipam: str = "auto") -> dict[str, Any]:
